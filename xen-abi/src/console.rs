@@ -1,0 +1,9 @@
+//! `HYPERVISOR_console_io` commands (`xen.h`) and the PV console ring (`io/console.h`).
+
+pub const CONSOLEIO_WRITE: u64 = 0;
+pub const CONSOLEIO_READ: u64 = 1;
+
+/// Size of the `in` buffer of `struct xencons_interface`.
+pub const XENCONS_IN_SIZE: usize = 1024;
+/// Size of the `out` buffer of `struct xencons_interface`.
+pub const XENCONS_OUT_SIZE: usize = 2048;

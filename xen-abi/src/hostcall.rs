@@ -1,0 +1,193 @@
+//! xenvmm's private, versioned shim<->VMM protocol. Not part of Xen's ABI.
+//!
+//! ```text
+//!  VMM (host)                                   shim (ring 0 in the KVM VM)
+//!  ──────────                                   ───────────────────────────
+//!  writes BootInfo at a GPA, enters the shim
+//!  in long mode with rdi = its direct-map VA ──► checks magic/version, sets up CPU, runs guest
+//!                                               rare control requests: fills its vCPU's
+//!  KVM_EXIT_IO on HOSTCALL_PORT (value = vCPU) ◄── HostcallPage, then `out HOSTCALL_PORT, eax`
+//!  reads the page, acts, writes `ret`  ───────► continues after the `out`
+//! ```
+//!
+//! Hot paths (hypercalls, exceptions, events) never use this; only console_io, shutdown,
+//! fatal errors and similar rare requests do. All multi-byte fields are little-endian and every
+//! struct is plain data, so either side reads it with a bounds-checked copy.
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// Bumped whenever any struct or number in this module changes meaning.
+pub const HOSTCALL_VERSION: u32 = 1;
+/// `BootInfo::magic`: "XENVMMBI".
+pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"XENVMMBI");
+
+/// The I/O port the shim writes its vCPU index to, to make a hostcall.
+pub const HOSTCALL_PORT: u16 = 0x0510;
+
+// ---- The shim's virtual layout, inside Xen's hypervisor hole (L4 slots 256..=271) ----
+/// L4 slot 256: Xen's read-only M2P (`MACH2PHYS_VIRT_START`), user-readable.
+pub const M2P_L4_SLOT: usize = 256;
+/// L4 slot 260: the shim's image (text, data, bss), supervisor-only.
+pub const SHIM_IMAGE_L4_SLOT: usize = 260;
+pub const SHIM_IMAGE_BASE: u64 = 0xffff_8200_0000_0000;
+/// L4 slot 262: all guest-physical (= machine) memory, supervisor-only, no-execute.
+pub const DIRECTMAP_L4_SLOT: usize = 262;
+pub const DIRECTMAP_BASE: u64 = 0xffff_8300_0000_0000;
+/// How much machine memory the direct map can cover (one L4 slot).
+pub const DIRECTMAP_SIZE: u64 = 1 << 39;
+
+/// Most vCPUs the boot protocol describes.
+pub const MAX_VCPUS: usize = 32;
+/// Most distinct machine-frame ranges of guest RAM.
+pub const MAX_RAM_RANGES: usize = 8;
+
+/// A range of machine frames.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct MfnRange {
+    pub first_mfn: u64,
+    pub nr_frames: u64,
+}
+
+impl MfnRange {
+    pub fn contains(&self, mfn: u64) -> bool {
+        mfn >= self.first_mfn && mfn - self.first_mfn < self.nr_frames
+    }
+}
+
+/// What the VMM tells the shim at boot. Lives in one page of shim memory.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct BootInfo {
+    pub magic: u64,
+    pub version: u32,
+    pub nr_vcpus: u32,
+    /// One past the highest machine frame that exists (RAM of the guest and of the shim).
+    pub max_mfn: u64,
+    /// Frames the shim may use for its own page tables and per-vCPU data.
+    pub shim_free: MfnRange,
+    /// Frames holding the M2P array (`max_mfn` u64 entries), already filled by the VMM.
+    pub m2p: MfnRange,
+    /// The domain's RAM, as machine frames (what the P2M maps to).
+    pub ram: [MfnRange; MAX_RAM_RANGES],
+    pub nr_ram_ranges: u32,
+    pub _pad0: u32,
+    /// Machine frame of shared_info (outside the domain's RAM, guest-mappable).
+    pub shared_info_mfn: u64,
+    /// Machine frame of each vCPU's hostcall page.
+    pub hostcall_mfn: [u64; MAX_VCPUS],
+    /// Machine frame of the statistics page (`ShimStats`).
+    pub stats_mfn: u64,
+    /// Initial state of vCPU 0 (xen-pv-contract.md §2.9).
+    pub guest_l4_mfn: u64,
+    pub guest_rip: u64,
+    pub guest_rsp: u64,
+    pub guest_rsi: u64,
+    /// TSC frequency in kHz as KVM runs the vCPU.
+    pub tsc_khz: u64,
+    /// Host wall-clock time at VM creation (UNIX seconds, nanoseconds).
+    pub wallclock_sec: u64,
+    pub wallclock_nsec: u32,
+    pub _pad1: u32,
+}
+
+// ---- Hostcalls ----
+/// Write `args[0]` bytes from `data` to the guest console (console_io).
+pub const HC_CONSOLE_WRITE: u32 = 1;
+/// The domain shut down: `args[0]` = Xen shutdown reason (sched_op). Does not return.
+pub const HC_SHUTDOWN: u32 = 2;
+/// The domain was killed by the shim (Xen's "domain_crash"): `data` holds a `FatalReport`.
+/// Does not return.
+pub const HC_DOMAIN_CRASH: u32 = 3;
+/// The shim itself failed (a bug in xenvmm): `data` holds a `FatalReport`. Does not return.
+pub const HC_SHIM_PANIC: u32 = 4;
+/// A log line from the shim: `args[0]` = length of the text in `data`.
+pub const HC_LOG: u32 = 5;
+
+/// Bytes of payload in a hostcall page.
+pub const HOSTCALL_DATA_SIZE: usize = 4096 - 64;
+
+/// One vCPU's hostcall page.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct HostcallPage {
+    pub nr: u32,
+    pub _pad: u32,
+    pub args: [u64; 5],
+    pub ret: i64,
+    pub data: [u8; HOSTCALL_DATA_SIZE],
+}
+
+/// Why the shim gave up on a domain or on itself; carried in `HostcallPage::data`.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct FatalReport {
+    /// Exception vector, or `u32::MAX` when the cause is not an exception.
+    pub vector: u32,
+    /// 1 when the guest was in guest-kernel mode, 0 in guest-user mode, 2 in the shim.
+    pub mode: u32,
+    pub error_code: u64,
+    pub regs: CpuRegs,
+    /// NUL-padded explanation.
+    pub message: [u8; 256],
+}
+
+pub const FATAL_MODE_GUEST_USER: u32 = 0;
+pub const FATAL_MODE_GUEST_KERNEL: u32 = 1;
+pub const FATAL_MODE_SHIM: u32 = 2;
+pub const FATAL_NO_VECTOR: u32 = u32::MAX;
+
+impl Default for CpuRegs {
+    fn default() -> Self {
+        zerocopy::FromZeros::new_zeroed()
+    }
+}
+
+/// A register dump.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct CpuRegs {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub rsp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    pub rip: u64,
+    pub rflags: u64,
+    pub cs: u64,
+    pub ss: u64,
+    pub cr2: u64,
+    pub cr3: u64,
+    pub fs_base: u64,
+    pub gs_base: u64,
+}
+
+/// Counters the shim keeps and the VMM reads at exit (`--stats`).
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct ShimStats {
+    pub version: u32,
+    pub _pad: u32,
+    /// Hypercalls by number (`crate::hypercall::NR_HYPERCALLS` slots; the last counts numbers
+    /// beyond the table).
+    pub hypercalls: [u64; crate::hypercall::NR_HYPERCALLS],
+    /// Hypercalls answered -ENOSYS because xenvmm does not implement them (yet), by number.
+    pub enosys: [u64; crate::hypercall::NR_HYPERCALLS],
+    /// Exceptions taken from the guest, by vector.
+    pub exceptions: [u64; 32],
+    /// Exceptions bounced to the guest's own handlers, by vector.
+    pub bounced: [u64; 32],
+    /// Hostcalls made (each one is a VM exit to the VMM).
+    pub hostcalls: u64,
+}
