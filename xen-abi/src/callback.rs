@@ -1,4 +1,5 @@
-//! `HYPERVISOR_callback_op` (`callback.h`).
+//! `HYPERVISOR_callback_op` (`callback.h`; C spells the names in lower case:
+//! `CALLBACKTYPE_syscall32`, `CALLBACKF_mask_events`).
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -15,7 +16,7 @@ pub const CALLBACKTYPE_SYSCALL32: u16 = 7;
 
 pub const CALLBACKF_MASK_EVENTS: u16 = 1 << 0;
 
-/// `struct callback_register`.
+/// `struct callback_register` (`callback.h`).
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct CallbackRegister {
@@ -25,7 +26,7 @@ pub struct CallbackRegister {
     pub address: u64,
 }
 
-/// `struct callback_unregister`.
+/// `struct callback_unregister` (`callback.h`).
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct CallbackUnregister {

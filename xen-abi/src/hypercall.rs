@@ -1,4 +1,5 @@
-//! Hypercall numbers (`xen.h`, `__HYPERVISOR_*`).
+//! Hypercall numbers (`xen.h`, `__HYPERVISOR_*`; Rust drops the leading underscores and
+//! upper-cases the rest: `__HYPERVISOR_mmu_update` is `HYPERVISOR_MMU_UPDATE`).
 //!
 //! A 64-bit PV guest issues a hypercall with `syscall` from guest-kernel mode, number in `rax`,
 //! arguments in `rdi, rsi, rdx, r10, r8, r9`, result in `rax`.
@@ -45,11 +46,21 @@ pub const HYPERVISOR_ARGO_OP: u64 = 39;
 pub const HYPERVISOR_XENPMU_OP: u64 = 40;
 pub const HYPERVISOR_DM_OP: u64 = 41;
 pub const HYPERVISOR_HYPFS_OP: u64 = 42;
+/// Architecture-specific hypercalls; on x86 `arch_0` is `__HYPERVISOR_mca` (`arch-x86/xen-mca.h`).
 pub const HYPERVISOR_ARCH_0: u64 = 48;
+pub const HYPERVISOR_ARCH_1: u64 = 49;
+pub const HYPERVISOR_ARCH_2: u64 = 50;
+pub const HYPERVISOR_ARCH_3: u64 = 51;
+pub const HYPERVISOR_ARCH_4: u64 = 52;
+pub const HYPERVISOR_ARCH_5: u64 = 53;
+pub const HYPERVISOR_ARCH_6: u64 = 54;
+pub const HYPERVISOR_ARCH_7: u64 = 55;
 
-/// Hypercall slots in the hypercall page (128 × 32 bytes); also the size of per-number tables.
+/// Size of per-number tables: every hypercall number is below it (Xen's private
+/// `NR_hypercalls`). The hypercall page itself has room for 4096 / 32 = 128 stubs.
 pub const NR_HYPERCALLS: usize = 64;
-/// Size of one hypercall-page stub.
+/// Size of one hypercall-page stub (not a header constant: Xen's `hypercall_page_initialise`
+/// lays stubs out 32 bytes apart).
 pub const HYPERCALL_STUB_SIZE: usize = 32;
 
 /// Xen's name for hypercall `nr`, for statistics and logs.
@@ -98,6 +109,13 @@ pub fn name(nr: u64) -> &'static str {
         41 => "dm_op",
         42 => "hypfs_op",
         48 => "mca",
+        49 => "arch_1",
+        50 => "arch_2",
+        51 => "arch_3",
+        52 => "arch_4",
+        53 => "arch_5",
+        54 => "arch_6",
+        55 => "arch_7",
         _ => "unknown",
     }
 }

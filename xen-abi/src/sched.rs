@@ -1,4 +1,5 @@
-//! `HYPERVISOR_sched_op` (`sched.h`).
+//! `HYPERVISOR_sched_op` (`sched.h`): `SCHEDOP_*` commands and `SHUTDOWN_*` reasons (lower case
+//! in C: `SCHEDOP_yield` is `SCHEDOP_YIELD`).
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -17,16 +18,17 @@ pub const SHUTDOWN_SUSPEND: u32 = 2;
 pub const SHUTDOWN_CRASH: u32 = 3;
 pub const SHUTDOWN_WATCHDOG: u32 = 4;
 pub const SHUTDOWN_SOFT_RESET: u32 = 5;
+/// The highest valid shutdown reason.
 pub const SHUTDOWN_MAX: u32 = 5;
 
-/// `struct sched_shutdown`.
+/// `struct sched_shutdown` (`sched.h`): the argument of `SCHEDOP_shutdown`.
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct SchedShutdown {
     pub reason: u32,
 }
 
-/// `struct sched_poll`: `ports` is a guest pointer to `evtchn_port_t[nr_ports]`.
+/// `struct sched_poll` (`sched.h`): `ports` is a guest pointer to `evtchn_port_t[nr_ports]`.
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct SchedPoll {

@@ -2,11 +2,12 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-/// Machine frame number (a KVM guest-physical frame in xenvmm).
+/// `xen_pfn_t` (`arch-x86/xen.h`): a machine frame number (a KVM guest-physical frame in xenvmm).
 pub type XenPfn = u64;
-/// `domid_t`.
+/// `domid_t` (`xen.h`).
 pub type DomId = u16;
 
+/// `XEN_PAGE_SHIFT` (`io/ring.h`): Xen's interfaces always use 4 KiB pages.
 pub const PAGE_SHIFT: u32 = 12;
 pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
 
@@ -17,6 +18,7 @@ pub const DOMID_XEN: DomId = 0x7ff2;
 pub const DOMID_COW: DomId = 0x7ff3;
 pub const DOMID_INVALID: DomId = 0x7ff4;
 pub const DOMID_IDLE: DomId = 0x7fff;
+pub const DOMID_MASK: DomId = 0x7fff;
 
 // ---- Virtual memory layout of 64-bit PV (xen-x86_64.h) ----
 pub const HYPERVISOR_VIRT_START: u64 = 0xffff_8000_0000_0000;
@@ -25,7 +27,8 @@ pub const MACH2PHYS_VIRT_START: u64 = 0xffff_8000_0000_0000;
 pub const MACH2PHYS_VIRT_END: u64 = 0xffff_8040_0000_0000;
 /// Entries of the read-only M2P table (`MACH2PHYS_NR_ENTRIES`).
 pub const MACH2PHYS_NR_ENTRIES: u64 = (MACH2PHYS_VIRT_END - MACH2PHYS_VIRT_START) >> 3;
-/// L4 slots reserved for the hypervisor: 256..=271.
+/// L4 slots reserved for the hypervisor: 256..=271 (`HYPERVISOR_VIRT_START`..`_END`; no Xen
+/// name of their own).
 pub const HYPERVISOR_L4_FIRST: usize = 256;
 pub const HYPERVISOR_L4_LAST: usize = 271;
 
@@ -42,12 +45,18 @@ pub const FLAT_RING3_SS64: u16 = 0xe02b;
 pub const FLAT_KERNEL_CS64: u16 = FLAT_RING3_CS64;
 pub const FLAT_KERNEL_DS64: u16 = FLAT_RING3_DS64;
 pub const FLAT_KERNEL_SS64: u16 = FLAT_RING3_SS64;
+pub const FLAT_KERNEL_CS32: u16 = FLAT_RING3_CS32;
+pub const FLAT_KERNEL_DS32: u16 = FLAT_RING3_DS32;
+pub const FLAT_KERNEL_SS32: u16 = FLAT_RING3_SS32;
 pub const FLAT_KERNEL_CS: u16 = FLAT_KERNEL_CS64;
 pub const FLAT_KERNEL_DS: u16 = FLAT_KERNEL_DS64;
 pub const FLAT_KERNEL_SS: u16 = FLAT_KERNEL_SS64;
 pub const FLAT_USER_CS64: u16 = FLAT_RING3_CS64;
 pub const FLAT_USER_DS64: u16 = FLAT_RING3_DS64;
 pub const FLAT_USER_SS64: u16 = FLAT_RING3_SS64;
+pub const FLAT_USER_CS32: u16 = FLAT_RING3_CS32;
+pub const FLAT_USER_DS32: u16 = FLAT_RING3_DS32;
+pub const FLAT_USER_SS32: u16 = FLAT_RING3_SS32;
 pub const FLAT_USER_CS: u16 = FLAT_USER_CS64;
 pub const FLAT_USER_DS: u16 = FLAT_USER_DS64;
 pub const FLAT_USER_SS: u16 = FLAT_USER_SS64;
@@ -61,10 +70,12 @@ pub const SIF_MOD_START_PFN: u32 = 1 << 3;
 pub const SIF_VIRT_P2M_4TOOLS: u32 = 1 << 4;
 pub const SIF_PM_MASK: u32 = 0xff << 8;
 
-/// The guest-type string Xen writes at the start of `start_info.magic` for 64-bit PV.
+/// The guest-type string Xen writes at the start of `start_info.magic` for 64-bit PV (not a
+/// header constant: libxc builds it as "xen-<version>-<platform>").
 pub const START_INFO_MAGIC_X86_64: &[u8] = b"xen-3.0-x86_64";
 
-/// `start_info_t` (`xen.h`): the page the domain builder hands to a PV guest in `rsi`.
+/// `struct start_info` / `start_info_t` (`xen.h`), 1168 bytes: the page the domain builder hands
+/// to a PV guest in `rsi`. The `console` union is flattened to its `domU` arm.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct StartInfo {
@@ -99,7 +110,7 @@ pub const XEN_LEGACY_MAX_VCPUS: usize = 32;
 pub const XEN_PVCLOCK_TSC_STABLE_BIT: u8 = 1 << 0;
 pub const XEN_PVCLOCK_GUEST_STOPPED: u8 = 1 << 1;
 
-/// `struct vcpu_time_info` (`xen.h`).
+/// `struct vcpu_time_info` (`xen.h`), 32 bytes (`flags` exists from interface 0x00040601 on).
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct VcpuTimeInfo {
@@ -121,7 +132,7 @@ pub struct ArchVcpuInfo {
     pub pad: u64,
 }
 
-/// `struct vcpu_info` (`xen.h`), 64 bytes.
+/// `struct vcpu_info` (`xen.h`), 64 bytes. `_pad0` is the C compiler's implicit padding.
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct VcpuInfo {
@@ -160,13 +171,17 @@ pub struct SharedInfo {
 }
 
 // ---- Traps ----
-/// `trap_info.flags`: the DPL a software `int n` needs (bits 0-1).
+/// `trap_info.flags`: the DPL a software `int n` needs (bits 0-1, what `TI_GET_DPL()` reads).
+/// The header's field comment ("0-3: privilege level; 4: ...") is stale; its macros are not.
 pub const TI_DPL_MASK: u8 = 3;
-/// `trap_info.flags` bit 2: mask events on delivery (an "interrupt gate").
+/// `trap_info.flags` bit 2, what `TI_SET_IF(ti, 1)` sets: mask events on delivery (an
+/// "interrupt gate").
 pub const TI_SET_IF: u8 = 1 << 2;
 
 /// `struct trap_info` (`arch-x86/xen.h`), one entry of the virtual IDT.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct TrapInfo {
     pub vector: u8,
@@ -183,7 +198,9 @@ pub const MMU_PT_UPDATE_PRESERVE_AD: u64 = 2;
 pub const MMU_PT_UPDATE_NO_TRANSLATE: u64 = 3;
 
 /// `struct mmu_update` (`xen.h`): `ptr[1:0]` is the command, `ptr & !3` a machine address.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct MmuUpdate {
     pub ptr: u64,
@@ -211,9 +228,12 @@ pub const MMUEXT_FLUSH_CACHE_GLOBAL: u32 = 18;
 pub const MMUEXT_MARK_SUPER: u32 = 19;
 pub const MMUEXT_UNMARK_SUPER: u32 = 20;
 
-/// `struct mmuext_op` (`xen.h`), 24 bytes. `arg1` is `mfn` or `linear_addr`; `arg2` is
-/// `nr_ents` (u32), `vcpumask` (a guest pointer) or `src_mfn`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+/// `struct mmuext_op` (`xen.h`), 24 bytes. The unions are flattened: `arg1` is `arg1.mfn` or
+/// `arg1.linear_addr`; `arg2` is `arg2.nr_ents` (the low 32 bits), `arg2.vcpumask` (a guest
+/// pointer) or `arg2.src_mfn`.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct MmuextOp {
     pub cmd: u32,
@@ -232,7 +252,9 @@ pub const UVMF_ALL: u64 = 1 << 2;
 
 // ---- multicall ----
 /// `struct multicall_entry` (`xen.h`), 64 bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct MulticallEntry {
     pub op: u64,
@@ -240,7 +262,7 @@ pub struct MulticallEntry {
     pub args: [u64; 6],
 }
 
-// ---- vm_assist ----
+// ---- vm_assist (`VMASST_CMD_*`, `VMASST_TYPE_*` in lower case in `xen.h`) ----
 pub const VMASST_CMD_ENABLE: u32 = 0;
 pub const VMASST_CMD_DISABLE: u32 = 1;
 pub const VMASST_TYPE_4GB_SEGMENTS: u32 = 0;
@@ -258,10 +280,13 @@ pub const SEGBASE_GS_KERNEL: u32 = 2;
 pub const SEGBASE_GS_USER_SEL: u32 = 3;
 
 // ---- iret (xen-x86_64.h) ----
+/// `VGCF_in_syscall` / `VGCF_IN_SYSCALL`.
 pub const VGCF_IN_SYSCALL: u64 = 1 << 8;
 
 /// `struct iret_context` (`arch-x86/xen-x86_64.h`): what `rsp` points at for `HYPERVISOR_iret`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct IretContext {
     pub rax: u64,
@@ -276,11 +301,17 @@ pub struct IretContext {
 }
 
 // ---- vcpu_guest_context flags (arch-x86/xen.h) ----
+/// `VGCF_i387_valid` / `VGCF_I387_VALID`.
 pub const VGCF_I387_VALID: u64 = 1 << 0;
+/// `VGCF_in_kernel` / `VGCF_IN_KERNEL`.
 pub const VGCF_IN_KERNEL: u64 = 1 << 2;
+/// `VGCF_failsafe_disables_events`.
 pub const VGCF_FAILSAFE_DISABLES_EVENTS: u64 = 1 << 3;
+/// `VGCF_syscall_disables_events`.
 pub const VGCF_SYSCALL_DISABLES_EVENTS: u64 = 1 << 4;
+/// `VGCF_online`.
 pub const VGCF_ONLINE: u64 = 1 << 5;
 
-/// Xen's fixed PAT for PV guests (part of the ABI; Linux reads it back with RDMSR).
+/// Xen's fixed PAT for PV guests (part of the ABI; Linux reads it back with RDMSR). Xen's
+/// `XEN_MSR_PAT` lives in its private `asm/processor.h`, not in the public headers.
 pub const XEN_MSR_PAT: u64 = 0x0000_0501_0007_0406;

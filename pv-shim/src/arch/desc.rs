@@ -1,0 +1,150 @@
+//! The shim's descriptor tables: GDT (Xen's reserved selectors), TSS and IDT.
+//!
+//! The GDT is a 16-page area as in Xen: the guest's own descriptors will live in pages 0..13
+//! (`set_gdt`, later) and Xen's reserved entries start at byte 0xe000 (entry 7168):
+//!
+//! ```text
+//!  0xe008 hypervisor CS (64-bit, DPL0)   0xe023 FLAT_RING3_CS32   0xe040 TSS (16 bytes)
+//!  0xe010 hypervisor DS (DPL0)           0xe02b FLAT_RING3_DS32/SS 0xe050 LDT (16 bytes)
+//!                                        0xe033 FLAT_RING3_CS64
+//! ```
+
+use super::entry;
+use core::mem::size_of;
+use core::ptr::addr_of;
+
+pub const HYPERVISOR_CS: u16 = 0xe008;
+pub const HYPERVISOR_DS: u16 = 0xe010;
+pub const TSS_SELECTOR: u16 = 0xe040;
+const GDT_ENTRIES: usize = 16 * 4096 / 8;
+const RESERVED: usize = xen_abi::xen::FIRST_RESERVED_GDT_ENTRY as usize;
+
+#[repr(C, align(4096))]
+pub struct Gdt(pub [u64; GDT_ENTRIES]);
+
+/// The 64-bit TSS.
+#[repr(C, packed(4))]
+pub struct Tss {
+    _r0: u32,
+    pub rsp: [u64; 3],
+    _r1: u64,
+    pub ist: [u64; 7],
+    _r2: u64,
+    _r3: u16,
+    pub iomap_base: u16,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct IdtEntry {
+    off_lo: u16,
+    sel: u16,
+    ist: u8,
+    attr: u8,
+    off_mid: u16,
+    off_hi: u32,
+    _r: u32,
+}
+
+#[repr(C, align(4096))]
+pub struct Idt(pub [IdtEntry; 256]);
+
+pub static mut GDT: Gdt = Gdt([0; GDT_ENTRIES]);
+pub static mut TSS: Tss = Tss { _r0: 0, rsp: [0; 3], _r1: 0, ist: [0; 7], _r2: 0, _r3: 0, iomap_base: 0 };
+pub static mut IDT: Idt =
+    Idt([IdtEntry { off_lo: 0, sel: 0, ist: 0, attr: 0, off_mid: 0, off_hi: 0, _r: 0 }; 256]);
+
+fn gate(handler: u64, dpl: u8, ist: u8) -> IdtEntry {
+    IdtEntry {
+        off_lo: handler as u16,
+        sel: HYPERVISOR_CS,
+        ist,
+        // Present, interrupt gate (IF cleared on entry).
+        attr: 0x80 | (dpl << 5) | 0xe,
+        off_mid: (handler >> 16) as u16,
+        off_hi: (handler >> 32) as u32,
+        _r: 0,
+    }
+}
+
+#[repr(C, packed)]
+struct DtPtr {
+    limit: u16,
+    base: u64,
+}
+
+/// Builds and loads the GDT, TSS and IDT, and reloads every segment register.
+///
+/// # Safety
+/// Must run once, on the boot CPU, before anything can raise an exception in the guest.
+pub unsafe fn init() {
+    // SAFETY: boot runs single-threaded with interrupts off; nothing else touches these yet.
+    unsafe {
+        let gdt = &mut *core::ptr::addr_of_mut!(GDT);
+        gdt.0[RESERVED + 1] = 0x00af_9b00_0000_ffff; // 0xe008
+        gdt.0[RESERVED + 2] = 0x00cf_9300_0000_ffff; // 0xe010
+        gdt.0[RESERVED + 4] = 0x00cf_fb00_0000_ffff; // 0xe023
+        gdt.0[RESERVED + 5] = 0x00cf_f300_0000_ffff; // 0xe02b
+        gdt.0[RESERVED + 6] = 0x00af_fb00_0000_ffff; // 0xe033
+
+        let tss = &mut *core::ptr::addr_of_mut!(TSS);
+        tss.rsp[0] = addr_of!(entry::SHIM_STACK_TOP) as u64;
+        tss.ist[0] = addr_of!(entry::DF_STACK_TOP) as u64;
+        tss.ist[1] = addr_of!(entry::NMI_STACK_TOP) as u64;
+        tss.iomap_base = size_of::<Tss>() as u16;
+        let base = tss as *const Tss as u64;
+        let limit = (size_of::<Tss>() - 1) as u64;
+        let lo = (limit & 0xffff)
+            | ((base & 0xff_ffff) << 16)
+            | (0x89u64 << 40) // present, available 64-bit TSS
+            | (((limit >> 16) & 0xf) << 48)
+            | (((base >> 24) & 0xff) << 56);
+        gdt.0[RESERVED + 8] = lo;
+        gdt.0[RESERVED + 9] = base >> 32;
+
+        let idt = &mut *core::ptr::addr_of_mut!(IDT);
+        let stubs = &*addr_of!(entry::exception_stubs);
+        for (v, &h) in stubs.iter().enumerate() {
+            // #BP and #OF may be raised by `int3`/`into` at CPL3; NMI, #DF and #MC get their
+            // own stacks so that they work even on a broken stack.
+            let dpl = if v == 3 || v == 4 { 3 } else { 0 };
+            let ist = match v {
+                8 => 1,
+                2 | 18 => 2,
+                _ => 0,
+            };
+            idt.0[v] = gate(h, dpl, ist);
+        }
+        let irq = entry::irq_stubs as *const () as u64;
+        for v in 32..256usize {
+            // DPL0: a guest `int n` raises #GP(n*8+2), which the shim checks against the
+            // guest's virtual IDT (Xen's do_general_protection).
+            idt.0[v] = gate(irq + (v as u64 - 32) * 16, 0, 0);
+        }
+
+        let gdtr = DtPtr { limit: (GDT_ENTRIES * 8 - 1) as u16, base: gdt as *const Gdt as u64 };
+        let idtr = DtPtr { limit: (256 * 16 - 1) as u16, base: idt as *const Idt as u64 };
+        core::arch::asm!(
+            "lgdt [{g}]",
+            "lidt [{i}]",
+            "push {cs}",
+            "lea {t}, [rip + 2f]",
+            "push {t}",
+            "retfq",
+            "2:",
+            "mov ds, {ds:x}",
+            "mov es, {ds:x}",
+            "mov ss, {ds:x}",
+            "xor {t:e}, {t:e}",
+            "mov fs, {t:x}",
+            "mov gs, {t:x}",
+            "ltr {tss:x}",
+            g = in(reg) &gdtr,
+            i = in(reg) &idtr,
+            cs = const HYPERVISOR_CS as u64,
+            ds = in(reg) HYPERVISOR_DS as u64,
+            tss = in(reg) TSS_SELECTOR as u64,
+            t = out(reg) _,
+        );
+    }
+}

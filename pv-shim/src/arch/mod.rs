@@ -1,0 +1,251 @@
+//! The only place in the shim that touches the hardware: CPU set-up, entry points, the direct
+//! map of machine memory, and the I/O-port door to the VMM. Everything else is safe Rust in the
+//! crate's other modules, which this module drives.
+
+pub mod desc;
+pub mod entry;
+
+use crate::guest::{GuestRegs, VECTOR_SYSCALL};
+use crate::machine::Machine;
+use crate::shim::{HoleEntries, Outcome, Shim};
+use core::ptr::{addr_of, addr_of_mut};
+use xen_abi::hostcall::{
+    BootInfo, FatalReport, ShimStats, DIRECTMAP_BASE, FATAL_MODE_SHIM, HC_SHIM_PANIC, HOSTCALL_DATA_SIZE,
+    HOSTCALL_PORT,
+};
+use xen_abi::hostcall::HostcallPage;
+use xen_abi::Errno;
+use zerocopy::{FromZeros, IntoBytes};
+
+const MSR_EFER: u32 = 0xc000_0080;
+const MSR_STAR: u32 = 0xc000_0081;
+const MSR_LSTAR: u32 = 0xc000_0082;
+const MSR_CSTAR: u32 = 0xc000_0083;
+const MSR_SFMASK: u32 = 0xc000_0084;
+const MSR_FS_BASE: u32 = 0xc000_0100;
+const MSR_GS_BASE: u32 = 0xc000_0101;
+const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
+const MSR_PAT: u32 = 0x277;
+const EFER_SCE: u64 = 1 << 0;
+const EFER_NXE: u64 = 1 << 11;
+/// RFLAGS bits SYSCALL clears: TF, IF, DF, IOPL, NT, AC.
+const SYSCALL_MASK: u64 = 0x4_7700;
+
+/// # Safety
+/// `msr` must exist; the caller is ring 0.
+unsafe fn wrmsr(msr: u32, v: u64) {
+    // SAFETY: the caller guarantees the MSR exists and we run in ring 0.
+    unsafe { core::arch::asm!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32) };
+}
+
+/// # Safety
+/// `msr` must exist; the caller is ring 0.
+unsafe fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: the caller guarantees the MSR exists and we run in ring 0.
+    unsafe { core::arch::asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+fn read_cr2() -> u64 {
+    let v;
+    // SAFETY: reading CR2 has no side effects; the shim runs in ring 0.
+    unsafe { core::arch::asm!("mov {}, cr2", out(reg) v, options(nomem, nostack)) };
+    v
+}
+
+fn read_cr3() -> u64 {
+    let v;
+    // SAFETY: reading CR3 has no side effects; the shim runs in ring 0.
+    unsafe { core::arch::asm!("mov {}, cr3", out(reg) v, options(nomem, nostack)) };
+    v
+}
+
+/// # Safety
+/// `v` must be the root of page tables that map the shim (its hole slots are present).
+unsafe fn write_cr3(v: u64) {
+    // SAFETY: the caller guarantees the new tables map the shim itself.
+    unsafe { core::arch::asm!("mov cr3, {}", in(reg) v, options(nostack)) };
+}
+
+/// Stops this vCPU for good: the VMM has been told why and will not run it again.
+fn halt_forever() -> ! {
+    loop {
+        // SAFETY: cli/hlt in ring 0 only stop this vCPU.
+        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}
+
+/// Machine memory through the direct map, and the hostcall port.
+pub struct ArchMachine {
+    max_maddr: u64,
+    hostcall: *mut HostcallPage,
+    stats: *mut ShimStats,
+}
+
+fn directmap<T>(maddr: u64) -> *mut T {
+    (DIRECTMAP_BASE + maddr) as *mut T
+}
+
+impl ArchMachine {
+    fn new(b: &BootInfo) -> ArchMachine {
+        ArchMachine {
+            max_maddr: b.max_mfn << 12,
+            hostcall: directmap(b.hostcall_mfn[0] << 12),
+            stats: directmap(b.stats_mfn << 12),
+        }
+    }
+
+    fn check(&self, maddr: u64, len: usize) -> Result<(), Errno> {
+        match maddr.checked_add(len as u64) {
+            Some(end) if end <= self.max_maddr => Ok(()),
+            _ => Err(Errno::EFAULT),
+        }
+    }
+}
+
+impl Machine for ArchMachine {
+    fn read_phys(&self, maddr: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        self.check(maddr, buf.len())?;
+        // SAFETY: the range lies inside machine memory, which the direct map covers; the copy
+        // goes into a buffer we own, so a concurrent writer can only change the values read.
+        unsafe { core::ptr::copy_nonoverlapping(directmap::<u8>(maddr), buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    fn write_phys(&mut self, maddr: u64, buf: &[u8]) -> Result<(), Errno> {
+        self.check(maddr, buf.len())?;
+        // SAFETY: as in read_phys; the destination is machine memory, not shim data.
+        unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), directmap::<u8>(maddr), buf.len()) };
+        Ok(())
+    }
+
+    fn hostcall(&mut self, nr: u32, args: [u64; 5], data: &[u8]) -> i64 {
+        let n = data.len().min(HOSTCALL_DATA_SIZE);
+        let p = self.hostcall;
+        // SAFETY: `p` is this vCPU's hostcall page in the direct map, owned by the shim; the
+        // VMM only reads it while this vCPU is stopped in the `out` below.
+        unsafe {
+            addr_of_mut!((*p).nr).write_volatile(nr);
+            addr_of_mut!((*p).args).write_volatile(args);
+            core::ptr::copy_nonoverlapping(data.as_ptr(), addr_of_mut!((*p).data) as *mut u8, n);
+            core::arch::asm!("out dx, eax", in("dx") HOSTCALL_PORT, in("eax") 0u32, options(nostack));
+            addr_of!((*p).ret).read_volatile()
+        }
+    }
+
+    fn stats(&mut self) -> &mut ShimStats {
+        // SAFETY: the stats page belongs to the shim; the VMM reads it only once the VM stopped.
+        unsafe { &mut *self.stats }
+    }
+}
+
+/// The one domain this shim runs. Single vCPU: only the boot path and `shim_trap` (which runs
+/// with interrupts off) touch it.
+static mut SHIM: Option<Shim<ArchMachine>> = None;
+/// Where panics are reported before `SHIM` exists.
+static mut PANIC_PAGE: *mut HostcallPage = core::ptr::null_mut();
+
+/// Called by `shim_entry` on the shim stack with `rdi` = the direct-map address of `BootInfo`.
+#[unsafe(no_mangle)]
+extern "C" fn shim_start(boot_va: u64) -> ! {
+    // SAFETY: the VMM placed a BootInfo at `boot_va` inside the direct map; we copy it once.
+    let boot: BootInfo = unsafe { core::ptr::read_unaligned(boot_va as *const BootInfo) };
+    // SAFETY: single-threaded boot; the page is only used for reporting.
+    unsafe { PANIC_PAGE = directmap(boot.hostcall_mfn[0] << 12) };
+    // SAFETY: boot CPU, once, before the guest runs.
+    unsafe { desc::init() };
+    // SAFETY: architectural MSRs of every x86_64 CPU; ring 0.
+    unsafe {
+        wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SCE | EFER_NXE);
+        wrmsr(MSR_STAR, (u64::from(xen_abi::xen::FLAT_RING3_CS32) << 48) | (u64::from(desc::HYPERVISOR_CS) << 32));
+        wrmsr(MSR_LSTAR, entry::syscall_entry as *const () as u64);
+        wrmsr(MSR_CSTAR, entry::syscall_entry as *const () as u64);
+        wrmsr(MSR_SFMASK, SYSCALL_MASK);
+        wrmsr(MSR_PAT, xen_abi::xen::XEN_MSR_PAT);
+        wrmsr(MSR_FS_BASE, 0);
+        wrmsr(MSR_GS_BASE, 0);
+        wrmsr(MSR_KERNEL_GS_BASE, 0);
+    }
+
+    let m = ArchMachine::new(&boot);
+    let mut shim = match Shim::new(m, boot) {
+        Ok(s) => s,
+        Err(e) => panic!("bad boot information from the VMM: {e:?}"),
+    };
+    // The shim's own hypervisor-hole entries, to be written into every guest L4.
+    let mut hole: HoleEntries = [0; 16];
+    let own_l4 = read_cr3() & crate::mm::PADDR_MASK;
+    for (i, e) in hole.iter_mut().enumerate() {
+        *e = shim.m.read_u64(own_l4 + 8 * (xen_abi::xen::HYPERVISOR_L4_FIRST + i) as u64).unwrap_or(0);
+    }
+    let frame = match shim.boot_domain(&hole) {
+        Ok(f) => f,
+        Err(e) => {
+            let regs = GuestRegs::default();
+            shim.crash_domain(&regs, 0, xen_abi::hostcall::FATAL_NO_VECTOR, format_args!("initial page tables refused: {e:?}"));
+            halt_forever();
+        }
+    };
+    let cr3 = shim.vcpu.guest_table;
+    // SAFETY: single-threaded boot; from here on only shim_trap uses SHIM.
+    unsafe { *addr_of_mut!(SHIM) = Some(shim) };
+    // SAFETY: adopt_initial_tables installed the shim's hole entries into this L4, so the
+    // shim stays mapped; the frame is a valid ring-3 return frame built by boot_domain.
+    unsafe {
+        write_cr3(cr3);
+        entry::enter_frame(&frame)
+    }
+}
+
+/// Every trap and SYSCALL from `trap_common`, with interrupts off, on the shim stack.
+#[unsafe(no_mangle)]
+extern "C" fn shim_trap(regs: &mut GuestRegs) {
+    // SAFETY: one vCPU, interrupts off: nothing else holds a reference to SHIM.
+    let shim = match unsafe { (*addr_of_mut!(SHIM)).as_mut() } {
+        Some(s) => s,
+        None => panic!("trap {} before the domain started, rip {:#x}", regs.vector, regs.rip),
+    };
+    if !regs.from_guest() {
+        panic!(
+            "{} in the shim at rip {:#x}, error {:#x}, cr2 {:#x}",
+            crate::shim::exception_name(regs.vector as u32),
+            regs.rip,
+            regs.error_code,
+            read_cr2()
+        );
+    }
+    let outcome = if regs.vector == VECTOR_SYSCALL {
+        shim.hypercall(regs)
+    } else if regs.vector < 32 {
+        shim.guest_exception(regs, read_cr2())
+    } else {
+        Outcome::Resume
+    };
+    if outcome == Outcome::Dead {
+        halt_forever();
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    let mut r = FatalReport::new_zeroed();
+    r.vector = xen_abi::hostcall::FATAL_NO_VECTOR;
+    r.mode = FATAL_MODE_SHIM;
+    let mut w = crate::console::ByteWriter::new(&mut r.message);
+    let _ = core::fmt::write(&mut w, format_args!("{}", info.message()));
+    if let Some(l) = info.location() {
+        let _ = core::fmt::write(&mut w, format_args!(" at {}:{}", l.file(), l.line()));
+    }
+    // SAFETY: PANIC_PAGE is null or this vCPU's hostcall page; we are about to halt for good.
+    unsafe {
+        let p = PANIC_PAGE;
+        if !p.is_null() {
+            let bytes = r.as_bytes();
+            addr_of_mut!((*p).nr).write_volatile(HC_SHIM_PANIC);
+            core::ptr::copy_nonoverlapping(bytes.as_ptr(), addr_of_mut!((*p).data) as *mut u8, bytes.len());
+            core::arch::asm!("out dx, eax", in("dx") HOSTCALL_PORT, in("eax") 0u32, options(nostack));
+        }
+    }
+    halt_forever()
+}

@@ -1,0 +1,98 @@
+//! The guest register frame the entry stubs save, and per-vCPU PV state.
+
+/// Saved guest registers, in the order the entry stubs push them (lowest address first).
+///
+/// ```text
+///  rsp after the stubs ─► r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi
+///                         vector error_code │ rip cs rflags rsp ss  ◄─ hardware (or SYSCALL
+///                                           │                          stub) frame
+/// ```
+/// `vector` is the exception vector, or [`VECTOR_SYSCALL`] for a SYSCALL.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct GuestRegs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+/// `GuestRegs::vector` of a frame built by the SYSCALL entry stub.
+pub const VECTOR_SYSCALL: u64 = 0x100;
+
+impl GuestRegs {
+    /// True when the frame was saved from ring 3 (guest kernel or guest user).
+    pub fn from_guest(&self) -> bool {
+        self.cs & 3 == 3
+    }
+
+    pub fn to_report(&self, cr2: u64, cr3: u64) -> xen_abi::hostcall::CpuRegs {
+        xen_abi::hostcall::CpuRegs {
+            rax: self.rax,
+            rbx: self.rbx,
+            rcx: self.rcx,
+            rdx: self.rdx,
+            rsi: self.rsi,
+            rdi: self.rdi,
+            rbp: self.rbp,
+            rsp: self.rsp,
+            r8: self.r8,
+            r9: self.r9,
+            r10: self.r10,
+            r11: self.r11,
+            r12: self.r12,
+            r13: self.r13,
+            r14: self.r14,
+            r15: self.r15,
+            rip: self.rip,
+            rflags: self.rflags,
+            cs: self.cs,
+            ss: self.ss,
+            cr2,
+            cr3,
+            fs_base: 0,
+            gs_base: 0,
+        }
+    }
+}
+
+/// Per-vCPU PV state (Xen's `struct pv_vcpu`, the part that exists so far).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Vcpu {
+    pub id: u32,
+    /// Guest kernel mode (Xen's `TF_kernel_mode`); guest user mode otherwise.
+    pub kernel_mode: bool,
+    /// Machine address of the kernel L4 (`guest_table`).
+    pub guest_table: u64,
+    /// Machine address of the user L4 (`guest_table_user`), 0 when none.
+    pub guest_table_user: u64,
+}
+
+impl Vcpu {
+    /// The L4 the hardware uses now.
+    pub fn current_cr3(&self) -> u64 {
+        if self.kernel_mode {
+            self.guest_table
+        } else {
+            self.guest_table_user
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The domain as the shim runs it: boot, the hypercall door, exceptions, and crashing the
+//! domain the way Xen does when the guest leaves it no choice.
+
+use crate::guest::{GuestRegs, Vcpu};
+use crate::machine::Machine;
+use crate::mm::{self, AdoptError, Ownership};
+use xen_abi::hostcall::{
+    BootInfo, FatalReport, BOOT_INFO_MAGIC, FATAL_MODE_GUEST_KERNEL, FATAL_MODE_GUEST_USER, FATAL_NO_VECTOR,
+    HC_DOMAIN_CRASH, HOSTCALL_VERSION,
+};
+use xen_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS, HYPERVISOR_L4_FIRST, HYPERVISOR_L4_LAST};
+use zerocopy::{FromZeros, IntoBytes};
+
+/// What the entry code does after the shim handled a trap or hypercall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Return to the guest with the (possibly updated) register frame.
+    Resume,
+    /// The domain is gone (shut down or crashed); the VMM has been told. Never resume it.
+    Dead,
+}
+
+/// Why the shim could not start the domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootError {
+    BadMagic,
+    VersionMismatch { vmm: u32, shim: u32 },
+    InitialTables(AdoptError),
+}
+
+/// Hypervisor-hole entries of the shim's own L4 (slots 256..=271).
+pub type HoleEntries = [u64; HYPERVISOR_L4_LAST - HYPERVISOR_L4_FIRST + 1];
+
+/// One PV domain (one vCPU so far) and the machine it runs on.
+pub struct Shim<M: Machine> {
+    pub m: M,
+    pub boot: BootInfo,
+    pub own: Ownership,
+    pub vcpu: Vcpu,
+    dead: bool,
+}
+
+impl<M: Machine> Shim<M> {
+    /// Checks the VMM's boot information; nothing is touched yet.
+    pub fn new(m: M, boot: BootInfo) -> Result<Shim<M>, BootError> {
+        if boot.magic != BOOT_INFO_MAGIC {
+            return Err(BootError::BadMagic);
+        }
+        if boot.version != HOSTCALL_VERSION {
+            return Err(BootError::VersionMismatch { vmm: boot.version, shim: HOSTCALL_VERSION });
+        }
+        let own = Ownership::from_boot(&boot);
+        let vcpu = Vcpu { id: 0, kernel_mode: true, guest_table: boot.guest_l4_mfn << 12, guest_table_user: 0 };
+        Ok(Shim { m, boot, own, vcpu, dead: false })
+    }
+
+    /// Adopts the initial page tables and returns vCPU 0's first guest frame
+    /// (xen-pv-contract.md §2.9): guest kernel mode at the ENTRY note, `rsi` = start_info.
+    pub fn boot_domain(&mut self, hole: &HoleEntries) -> Result<GuestRegs, BootError> {
+        mm::adopt_initial_tables(&mut self.m, &self.own, self.boot.guest_l4_mfn, hole)
+            .map_err(BootError::InitialTables)?;
+        Ok(GuestRegs {
+            rip: self.boot.guest_rip,
+            rsp: self.boot.guest_rsp,
+            rsi: self.boot.guest_rsi,
+            cs: u64::from(FLAT_KERNEL_CS),
+            ss: u64::from(FLAT_KERNEL_SS),
+            // Hardware IF is always 1 while the guest runs; its virtual IF is the upcall mask.
+            rflags: 0x202,
+            ..GuestRegs::default()
+        })
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.dead
+    }
+
+    /// Marks the domain dead after a hostcall that ended it.
+    pub(crate) fn set_dead(&mut self) {
+        self.dead = true;
+    }
+
+    /// The L4 (machine address) that guest pointers are translated through now.
+    pub fn cr3(&self) -> u64 {
+        self.vcpu.current_cr3()
+    }
+
+    /// An exception taken while the guest ran. No trap table exists yet, so as in Xen with no
+    /// handler registered, the domain is crashed with a register dump.
+    pub fn guest_exception(&mut self, regs: &GuestRegs, cr2: u64) -> Outcome {
+        let v = regs.vector as u32;
+        if let Some(slot) = self.m.stats().exceptions.get_mut(v as usize) {
+            *slot += 1;
+        }
+        let name = exception_name(v);
+        self.crash_domain(regs, cr2, v, format_args!("unhandled {name} and no trap handler registered"))
+    }
+
+    /// Xen's `domain_crash`: tell the VMM why, with the guest's registers, and stop.
+    pub fn crash_domain(&mut self, regs: &GuestRegs, cr2: u64, vector: u32, why: core::fmt::Arguments) -> Outcome {
+        let mut r = FatalReport::new_zeroed();
+        r.vector = vector;
+        r.mode = if self.vcpu.kernel_mode { FATAL_MODE_GUEST_KERNEL } else { FATAL_MODE_GUEST_USER };
+        r.error_code = if vector == FATAL_NO_VECTOR { 0 } else { regs.error_code };
+        r.regs = regs.to_report(cr2, self.cr3());
+        let mut w = crate::console::ByteWriter::new(&mut r.message);
+        let _ = core::fmt::write(&mut w, why);
+        self.m.stats().hostcalls += 1;
+        self.m.hostcall(HC_DOMAIN_CRASH, [0; 5], r.as_bytes());
+        self.dead = true;
+        Outcome::Dead
+    }
+}
+
+/// The mnemonic of exception `vector`.
+pub fn exception_name(vector: u32) -> &'static str {
+    const NAMES: [&str; 32] = [
+        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "#CSO", "#TS", "#NP", "#SS", "#GP", "#PF",
+        "#15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "#22", "#23", "#24", "#25", "#26", "#27", "#HV", "#VC",
+        "#SX", "#31",
+    ];
+    NAMES.get(vector as usize).copied().unwrap_or("interrupt")
+}

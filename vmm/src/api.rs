@@ -1,0 +1,236 @@
+//! The embedding API: configure a domain, run it, learn how it ended.
+//!
+//! ```no_run
+//! use vmm::{Domain, DomainConfig};
+//! let mut cfg = DomainConfig::new(std::path::PathBuf::from("vmlinuz"));
+//! cfg.mem_bytes = 512 << 20;
+//! let domain = Domain::new(&cfg)?;
+//! let report = domain.run(&mut std::io::stdout())?;
+//! println!("guest ended: {} (exit code {})", report.exit, report.exit.exit_code());
+//! # Ok::<(), vmm::Error>(())
+//! ```
+
+use crate::builder::{self, DomainSpec};
+use crate::config::DomainConfig;
+use crate::kvm::{self, Vm};
+use crate::memory::Layout;
+use crate::shim::{self, PlacedShim, ShimImage};
+use crate::stats::{ExitCounts, Stats};
+use crate::vcpu::VcpuRunner;
+use crate::Error;
+use kvm_ioctls::VcpuFd;
+use std::fmt;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use xen_abi::hostcall::{CpuRegs, ShimStats};
+use xen_abi::sched::*;
+use zerocopy::FromBytes;
+
+/// Event channel ports the builder advertises for xenstore and the console (libxl allocates
+/// them in this order).
+pub const STORE_EVTCHN: u32 = 1;
+pub const CONSOLE_EVTCHN: u32 = 2;
+
+/// Which guest context was running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestMode {
+    Kernel,
+    User,
+    /// The shim itself (a xenvmm bug).
+    Shim,
+}
+
+/// Why the shim killed the domain: an exception the guest had no handler for, or a boot state
+/// it refused. Carries the guest's registers.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    pub vector: Option<u32>,
+    pub mode: GuestMode,
+    pub error_code: u64,
+    pub regs: CpuRegs,
+    pub message: String,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &self.regs;
+        let mode = match self.mode {
+            GuestMode::Kernel => "guest kernel",
+            GuestMode::User => "guest user",
+            GuestMode::Shim => "shim",
+        };
+        writeln!(f, "{} (in {mode} mode, error code {:#x})", self.message, self.error_code)?;
+        writeln!(f, "  rip {:016x}  rsp {:016x}  rflags {:016x}", r.rip, r.rsp, r.rflags)?;
+        writeln!(f, "  cs  {:016x}  ss  {:016x}  cr2 {:016x}  cr3 {:016x}", r.cs, r.ss, r.cr2, r.cr3)?;
+        writeln!(f, "  rax {:016x}  rbx {:016x}  rcx {:016x}  rdx {:016x}", r.rax, r.rbx, r.rcx, r.rdx)?;
+        writeln!(f, "  rsi {:016x}  rdi {:016x}  rbp {:016x}  r8  {:016x}", r.rsi, r.rdi, r.rbp, r.r8)?;
+        writeln!(f, "  r9  {:016x}  r10 {:016x}  r11 {:016x}  r12 {:016x}", r.r9, r.r10, r.r11, r.r12)?;
+        write!(f, "  r13 {:016x}  r14 {:016x}  r15 {:016x}", r.r13, r.r14, r.r15)
+    }
+}
+
+/// How a domain ended.
+#[derive(Clone, Debug)]
+pub enum ExitReason {
+    /// SCHEDOP_shutdown with SHUTDOWN_poweroff.
+    Poweroff,
+    Reboot,
+    /// SHUTDOWN_suspend: xenvmm cannot save or resume a domain yet, so it ends.
+    Suspend,
+    /// SHUTDOWN_crash: the guest kernel panicked.
+    Crash,
+    Watchdog,
+    SoftReset,
+    /// A shutdown reason Xen does not define.
+    OtherShutdown(u32),
+    /// The shim killed the domain (Xen's `domain_crash`): an unhandled exception.
+    Faulted(Box<Fault>),
+}
+
+impl ExitReason {
+    pub(crate) fn from_shutdown(reason: u32) -> ExitReason {
+        match reason {
+            SHUTDOWN_POWEROFF => ExitReason::Poweroff,
+            SHUTDOWN_REBOOT => ExitReason::Reboot,
+            SHUTDOWN_SUSPEND => ExitReason::Suspend,
+            SHUTDOWN_CRASH => ExitReason::Crash,
+            SHUTDOWN_WATCHDOG => ExitReason::Watchdog,
+            SHUTDOWN_SOFT_RESET => ExitReason::SoftReset,
+            r => ExitReason::OtherShutdown(r),
+        }
+    }
+
+    /// The `xenvmm` process exit status for this ending (documented in the README):
+    /// 0 poweroff, 3 reboot, 4 crash, 5 faulted, 6 watchdog, 7 suspend, 8 soft reset,
+    /// 9 unknown reason. (1 is a xenvmm error, 2 a command-line error.)
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ExitReason::Poweroff => 0,
+            ExitReason::Reboot => 3,
+            ExitReason::Crash => 4,
+            ExitReason::Faulted(_) => 5,
+            ExitReason::Watchdog => 6,
+            ExitReason::Suspend => 7,
+            ExitReason::SoftReset => 8,
+            ExitReason::OtherShutdown(_) => 9,
+        }
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::Poweroff => write!(f, "powered off"),
+            ExitReason::Reboot => write!(f, "asked to reboot"),
+            ExitReason::Suspend => write!(f, "suspended (xenvmm cannot resume a domain yet)"),
+            ExitReason::Crash => write!(f, "crashed (the guest reported a crash)"),
+            ExitReason::Watchdog => write!(f, "stopped by its watchdog"),
+            ExitReason::SoftReset => write!(f, "asked for a soft reset (not supported yet)"),
+            ExitReason::OtherShutdown(r) => write!(f, "shut down with unknown reason {r}"),
+            ExitReason::Faulted(x) => write!(f, "faulted: {}", x.message),
+        }
+    }
+}
+
+/// The result of a run.
+#[derive(Debug)]
+pub struct RunReport {
+    pub exit: ExitReason,
+    pub stats: Stats,
+}
+
+/// A PV domain, built and ready to run.
+pub struct Domain {
+    // Field order matters for drop: the vCPU and VM go before the memory they map.
+    vcpu: VcpuFd,
+    _vm: Vm,
+    mem: GuestMemoryMmap,
+    placed: PlacedShim,
+    kvm_stats: Option<std::fs::File>,
+    started: Instant,
+    setup_done: Instant,
+}
+
+fn load(what: &'static str, src: &crate::config::ImageSource) -> Result<Arc<[u8]>, Error> {
+    src.load().map_err(|source| Error::ReadImage { what, path: src.describe(), source })
+}
+
+impl Domain {
+    /// Checks the configuration and images, opens KVM, and builds the domain: memory, shim,
+    /// start-of-day layout, vCPU 0. Nothing runs yet.
+    pub fn new(cfg: &DomainConfig) -> Result<Domain, Error> {
+        let started = Instant::now();
+        if cfg.vcpus != 1 {
+            return Err(Error::Config(format!(
+                "{} vCPUs asked for, but xenvmm runs 1 vCPU per domain until SMP support lands; use --cpus 1",
+                cfg.vcpus
+            )));
+        }
+        if cfg.mem_bytes % 4096 != 0 || cfg.mem_bytes < (16 << 20) || cfg.mem_bytes > crate::config::MAX_MEM_BYTES {
+            return Err(Error::Config(format!("memory size {} bytes is out of range (16 MiB to 256 GiB, whole pages)", cfg.mem_bytes)));
+        }
+        // Images first: a wrong file is reported the same way with or without KVM.
+        let kernel = load("kernel", &cfg.kernel)?;
+        builder::probe_kernel(&kernel).map_err(|source| Error::Kernel { path: cfg.kernel.describe(), source })?;
+        let initrd = cfg.initrd.as_ref().map(|s| load("initrd", s)).transpose()?;
+
+        let kvm = kvm::open()?;
+        let img = ShimImage::parse(shim::SHIM_ELF)?;
+        let layout = Layout::plan(cfg.mem_bytes, img.frames(), shim::fixed_frames(cfg.vcpus))?;
+        let mem = layout.create_memory()?;
+        let mut alloc = layout.shim_frames();
+        let mut placed = shim::place(&mem, &layout, &img, &mut alloc, cfg.vcpus)?;
+
+        let spec = DomainSpec {
+            kernel: &kernel,
+            initrd: initrd.as_deref(),
+            cmdline: &cfg.cmdline,
+            shared_info_mfn: placed.shared_info_mfn,
+            store_evtchn: STORE_EVTCHN,
+            console_evtchn: CONSOLE_EVTCHN,
+        };
+        let built = builder::build_domain(&mem, &layout.p2m, &spec)
+            .map_err(|source| Error::Kernel { path: cfg.kernel.describe(), source })?;
+
+        let vm = Vm::new(kvm, &mem)?;
+        let vcpu = vm.create_vcpu(0, placed.entry, placed.boot_info_va(), placed.l4_gpa)?;
+        let tsc_khz = vcpu.get_tsc_khz().map(u64::from).unwrap_or(0);
+        placed
+            .write_boot_info(&mem, built.l4_mfn, built.entry, built.stack_top, built.start_info_va, tsc_khz)?;
+        let kvm_stats = kvm::stats::open(&vcpu);
+        Ok(Domain { vcpu, _vm: vm, mem, placed, kvm_stats, started, setup_done: Instant::now() })
+    }
+
+    /// Runs the domain to its end, writing its console output to `console`.
+    pub fn run(mut self, console: &mut dyn Write) -> Result<RunReport, Error> {
+        let mut exits = ExitCounts::default();
+        let run_start = Instant::now();
+        let result = VcpuRunner {
+            vcpu: &mut self.vcpu,
+            mem: &self.mem,
+            hostcall_gpa: self.placed.hostcall_gpa[0],
+            console,
+            exits: &mut exits,
+        }
+        .run();
+        let run = run_start.elapsed();
+        let exit = result?;
+        let mut raw = vec![0u8; core::mem::size_of::<ShimStats>()];
+        let shim = self
+            .mem
+            .read_slice(&mut raw, GuestAddress(self.placed.stats_gpa))
+            .ok()
+            .and_then(|_| ShimStats::read_from_bytes(&raw).ok());
+        let kvm = self.kvm_stats.as_mut().and_then(kvm::stats::read).unwrap_or_default();
+        let stats = Stats {
+            setup: self.setup_done - self.started,
+            run,
+            userspace_exits: exits,
+            kvm,
+            shim,
+        };
+        Ok(RunReport { exit, stats })
+    }
+}

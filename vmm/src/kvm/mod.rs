@@ -1,0 +1,151 @@
+//! KVM: opening a usable `/dev/kvm`, creating the VM and its vCPU in long mode at the shim's
+//! entry, and reading KVM's own per-vCPU statistics (every VM exit, including those KVM
+//! handles in the kernel). The only module of the crate that may use `unsafe`.
+
+pub mod stats;
+
+use kvm_bindings::{kvm_segment, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KvmError {
+    #[error("no /dev/kvm on this machine: load kvm_intel or kvm_amd, or run inside the nested test host (scripts/nested-host xenvmm ...)")]
+    Missing,
+    #[error("cannot open /dev/kvm: permission denied (add your user to the 'kvm' group)")]
+    Permission,
+    #[error("this /dev/kvm is KVM-PVM, which has no hardware virtualization and cannot run the PV shim; run xenvmm inside the nested test host (scripts/nested-host xenvmm ...)")]
+    Pvm,
+    #[error("cannot open /dev/kvm: {0}")]
+    Open(#[source] kvm_ioctls::Error),
+    #[error("KVM {what} failed: {source}")]
+    Ioctl { what: &'static str, source: kvm_ioctls::Error },
+}
+
+fn ioctl<T>(what: &'static str, r: Result<T, kvm_ioctls::Error>) -> Result<T, KvmError> {
+    r.map_err(|source| KvmError::Ioctl { what, source })
+}
+
+/// What kind of KVM backs `/dev/kvm`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvmFlavour {
+    /// Intel VMX or AMD SVM: what xenvmm runs on.
+    Hardware,
+    /// KVM-PVM: no hardware virtualization; ring 0 runs through the instruction emulator and
+    /// the top 2 GiB of the address space are unusable.
+    Pvm,
+    /// Neither module is visible (e.g. no sysfs); assume hardware and let KVM fail if not.
+    Unknown,
+}
+
+pub fn flavour() -> KvmFlavour {
+    let has = |m: &str| std::path::Path::new("/sys/module").join(m).exists();
+    if has("kvm_intel") || has("kvm_amd") {
+        KvmFlavour::Hardware
+    } else if has("kvm_pvm") {
+        KvmFlavour::Pvm
+    } else {
+        KvmFlavour::Unknown
+    }
+}
+
+/// Opens `/dev/kvm` and checks that it can run the shim.
+pub fn open() -> Result<Kvm, KvmError> {
+    if flavour() == KvmFlavour::Pvm {
+        return Err(KvmError::Pvm);
+    }
+    Kvm::new().map_err(|e| match e.errno() {
+        libc::ENOENT | libc::ENODEV | libc::ENXIO => KvmError::Missing,
+        libc::EACCES | libc::EPERM => KvmError::Permission,
+        _ => KvmError::Open(e),
+    })
+}
+
+/// A VM with its memory registered.
+pub struct Vm {
+    pub kvm: Kvm,
+    pub fd: VmFd,
+}
+
+impl Vm {
+    pub fn new(kvm: Kvm, mem: &GuestMemoryMmap) -> Result<Vm, KvmError> {
+        let fd = ioctl("KVM_CREATE_VM", kvm.create_vm())?;
+        for (slot, region) in mem.iter().enumerate() {
+            let r = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: 0,
+                guest_phys_addr: region.start_addr().0,
+                memory_size: region.len(),
+                userspace_addr: region.as_ptr() as u64,
+            };
+            // SAFETY: the region is a live mapping owned by `mem`, which the caller keeps alive
+            // for as long as the VM exists (both live in `Domain`), and slots do not overlap.
+            ioctl("KVM_SET_USER_MEMORY_REGION", unsafe { fd.set_user_memory_region(r) })?;
+        }
+        Ok(Vm { kvm, fd })
+    }
+
+    /// Creates vCPU `id` in 64-bit mode on the shim's page tables at `entry`, with `rdi` as the
+    /// shim's argument.
+    pub fn create_vcpu(&self, id: u64, entry: u64, rdi: u64, cr3: u64) -> Result<VcpuFd, KvmError> {
+        let vcpu = ioctl("KVM_CREATE_VCPU", self.fd.create_vcpu(id))?;
+        let cpuid = ioctl("KVM_GET_SUPPORTED_CPUID", self.kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES))?;
+        ioctl("KVM_SET_CPUID2", vcpu.set_cpuid2(&cpuid))?;
+
+        let mut s = ioctl("KVM_GET_SREGS", vcpu.get_sregs())?;
+        let code = kvm_segment {
+            base: 0,
+            limit: 0xffff_ffff,
+            selector: 0xe008,
+            type_: 0xb,
+            present: 1,
+            dpl: 0,
+            db: 0,
+            s: 1,
+            l: 1,
+            g: 1,
+            avl: 0,
+            unusable: 0,
+            padding: 0,
+        };
+        let data = kvm_segment { selector: 0xe010, type_: 0x3, l: 0, db: 1, ..code };
+        let null = kvm_segment { selector: 0, ..data };
+        s.cs = code;
+        s.ds = data;
+        s.es = data;
+        s.ss = data;
+        s.fs = null;
+        s.gs = null;
+        s.tr = kvm_segment { selector: 0, type_: 0xb, s: 0, l: 0, db: 0, g: 0, limit: 0x67, ..code };
+        s.gdt.base = 0;
+        s.gdt.limit = 0;
+        s.idt.base = 0;
+        s.idt.limit = 0;
+        const CR0_PE: u64 = 1;
+        const CR0_MP: u64 = 1 << 1;
+        const CR0_ET: u64 = 1 << 4;
+        const CR0_NE: u64 = 1 << 5;
+        const CR0_WP: u64 = 1 << 16;
+        const CR0_PG: u64 = 1 << 31;
+        const CR4_PAE: u64 = 1 << 5;
+        const CR4_OSFXSR: u64 = 1 << 9;
+        const CR4_OSXMMEXCPT: u64 = 1 << 10;
+        const EFER_SCE: u64 = 1;
+        const EFER_LME: u64 = 1 << 8;
+        const EFER_LMA: u64 = 1 << 10;
+        const EFER_NXE: u64 = 1 << 11;
+        s.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
+        s.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
+        s.cr3 = cr3;
+        s.efer = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
+        ioctl("KVM_SET_SREGS", vcpu.set_sregs(&s))?;
+
+        let mut r = ioctl("KVM_GET_REGS", vcpu.get_regs())?;
+        r.rip = entry;
+        r.rdi = rdi;
+        r.rsp = 0;
+        r.rflags = 2;
+        ioctl("KVM_SET_REGS", vcpu.set_regs(&r))?;
+        Ok(vcpu)
+    }
+}

@@ -1,0 +1,120 @@
+//! Running a vCPU: the KVM_RUN loop and the hostcalls the shim makes through it. Everything
+//! read from the hostcall page is treated as untrusted (the bytes come from the guest).
+
+use crate::api::{ExitReason, Fault, GuestMode};
+use crate::stats::ExitCounts;
+use crate::Error;
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use std::io::Write;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use xen_abi::hostcall::*;
+use zerocopy::FromBytes;
+
+pub(crate) struct VcpuRunner<'a> {
+    pub vcpu: &'a mut VcpuFd,
+    pub mem: &'a GuestMemoryMmap,
+    pub hostcall_gpa: u64,
+    pub console: &'a mut dyn Write,
+    pub exits: &'a mut ExitCounts,
+}
+
+impl VcpuRunner<'_> {
+    /// Runs until the domain ends; returns why.
+    pub fn run(&mut self) -> Result<ExitReason, Error> {
+        loop {
+            let exit = match self.vcpu.run() {
+                Ok(e) => e,
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    self.exits.count("intr");
+                    continue;
+                }
+                Err(e) => return Err(Error::Vcpu(format!("KVM_RUN failed: {e}"))),
+            };
+            match exit {
+                VcpuExit::IoOut(HOSTCALL_PORT, _) => {
+                    self.exits.count("io_out (hostcall)");
+                    if let Some(r) = self.hostcall()? {
+                        return Ok(r);
+                    }
+                }
+                VcpuExit::IoOut(..) => self.exits.count("io_out"),
+                VcpuExit::IoIn(_, data) => {
+                    data.fill(0xff);
+                    self.exits.count("io_in");
+                }
+                VcpuExit::MmioRead(_, data) => {
+                    data.fill(0xff);
+                    self.exits.count("mmio_read");
+                }
+                VcpuExit::MmioWrite(..) => self.exits.count("mmio_write"),
+                VcpuExit::Hlt => {
+                    self.exits.count("hlt");
+                    return Err(Error::Vcpu("the PV shim halted without reporting why (it may have failed to start)".into()));
+                }
+                VcpuExit::Shutdown => {
+                    self.exits.count("shutdown");
+                    let rip = self.vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
+                    return Err(Error::Vcpu(format!("the VM triple-faulted at rip {rip:#x} (a PV shim failure)")));
+                }
+                VcpuExit::FailEntry(reason, cpu) => {
+                    return Err(Error::Vcpu(format!("KVM could not enter the vCPU {cpu}: hardware reason {reason:#x}")))
+                }
+                VcpuExit::InternalError => return Err(Error::Vcpu("KVM internal error".into())),
+                other => return Err(Error::Vcpu(format!("unexpected VM exit: {other:?}"))),
+            }
+        }
+    }
+
+    fn hostcall(&mut self, ) -> Result<Option<ExitReason>, Error> {
+        let mut raw = vec![0u8; core::mem::size_of::<HostcallPage>()];
+        self.mem.read_slice(&mut raw, GuestAddress(self.hostcall_gpa)).map_err(Error::GuestMemory)?;
+        let page = HostcallPage::read_from_bytes(&raw).expect("size matches");
+        let mut ret: i64 = 0;
+        let outcome = match page.nr {
+            HC_CONSOLE_WRITE => {
+                let n = (page.args[0] as usize).min(HOSTCALL_DATA_SIZE);
+                // A console that went away (closed pipe) must not stop the guest.
+                let _ = self.console.write_all(&page.data[..n]);
+                let _ = self.console.flush();
+                None
+            }
+            HC_SHUTDOWN => Some(ExitReason::from_shutdown(page.args[0] as u32)),
+            HC_DOMAIN_CRASH => Some(ExitReason::Faulted(Box::new(fault_from(&page.data)))),
+            HC_SHIM_PANIC => {
+                let f = fault_from(&page.data);
+                return Err(Error::Vcpu(format!("internal error in the PV shim: {}", f.message)));
+            }
+            HC_LOG => {
+                let n = (page.args[0] as usize).min(HOSTCALL_DATA_SIZE);
+                log::info!("shim: {}", String::from_utf8_lossy(&page.data[..n]).trim_end());
+                None
+            }
+            nr => {
+                log::warn!("unknown hostcall {nr} from the shim");
+                ret = -i64::from(xen_abi::Errno::ENOSYS.0);
+                None
+            }
+        };
+        if outcome.is_none() {
+            let at = self.hostcall_gpa + core::mem::offset_of!(HostcallPage, ret) as u64;
+            self.mem.write_obj(ret, GuestAddress(at)).map_err(Error::GuestMemory)?;
+        }
+        Ok(outcome)
+    }
+}
+
+fn fault_from(data: &[u8]) -> Fault {
+    let r = FatalReport::read_from_prefix(data).map(|(r, _)| r).unwrap_or_else(|_| zerocopy::FromZeros::new_zeroed());
+    let msg_len = r.message.iter().position(|&b| b == 0).unwrap_or(r.message.len());
+    Fault {
+        vector: (r.vector != FATAL_NO_VECTOR).then_some(r.vector),
+        mode: match r.mode {
+            FATAL_MODE_GUEST_USER => GuestMode::User,
+            FATAL_MODE_GUEST_KERNEL => GuestMode::Kernel,
+            _ => GuestMode::Shim,
+        },
+        error_code: r.error_code,
+        regs: r.regs,
+        message: String::from_utf8_lossy(&r.message[..msg_len]).into_owned(),
+    }
+}
