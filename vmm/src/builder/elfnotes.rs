@@ -23,7 +23,10 @@ pub const XENFEAT_DOM0: u32 = 11;
 /// The names libelf knows (`elf_xen_feature_names`), by bit.
 const FEATURE_NAMES: &[(u32, &str)] = &[
     (XENFEAT_WRITABLE_PAGE_TABLES, "writable_page_tables"),
-    (XENFEAT_WRITABLE_DESCRIPTOR_TABLES, "writable_descriptor_tables"),
+    (
+        XENFEAT_WRITABLE_DESCRIPTOR_TABLES,
+        "writable_descriptor_tables",
+    ),
     (XENFEAT_AUTO_TRANSLATED_PHYSMAP, "auto_translated_physmap"),
     (XENFEAT_SUPERVISOR_MODE_KERNEL, "supervisor_mode_kernel"),
     (XENFEAT_PAE_PGDIR_ABOVE_4GB, "pae_pgdir_above_4gb"),
@@ -97,23 +100,24 @@ impl XenElfInfo {
     /// The INIT_P2M address libxc actually uses: only a page-aligned value below VIRT_BASE
     /// (`xc_dom_build_image`); otherwise the P2M goes inside the initial mapping.
     pub fn p2m_base(&self) -> Option<u64> {
-        self.init_p2m.filter(|&b| b < self.virt_base && b & 0xfff == 0)
+        self.init_p2m
+            .filter(|&b| b < self.virt_base && b & 0xfff == 0)
     }
 }
 
-/// A string note: NUL-terminated inside its descriptor (libelf's `elf_strval`).
-fn note_str(name: &'static str, desc: &[u8]) -> Result<String, BuilderError> {
-    let nul = desc.iter().position(|&b| b == 0).ok_or(BuilderError::BadXenNote {
-        note: name,
-        reason: "string is not NUL-terminated".into(),
-    })?;
-    Ok(String::from_utf8_lossy(&desc[..nul]).into_owned())
+/// A string note: up to the first NUL, or the whole descriptor. Linux writes FEATURES with
+/// `.ascii` (no NUL; libelf then reads on into the zero padding), so a missing NUL is normal.
+fn note_str(desc: &[u8]) -> String {
+    let s = desc.split(|&b| b == 0).next().unwrap_or(desc);
+    String::from_utf8_lossy(s).into_owned()
 }
 
 /// An integer note: 4 or 8 bytes, little-endian.
 fn note_int(name: &'static str, desc: &[u8]) -> Result<u64, BuilderError> {
     match desc.len() {
-        4 => Ok(u64::from(u32::from_le_bytes(desc.try_into().unwrap_or_default()))),
+        4 => Ok(u64::from(u32::from_le_bytes(
+            desc.try_into().unwrap_or_default(),
+        ))),
         8 => Ok(u64::from_le_bytes(desc.try_into().unwrap_or_default())),
         n => Err(BuilderError::BadXenNote {
             note: name,
@@ -180,30 +184,22 @@ impl RawNotes {
                 self.hypercall_page = Some(note_int("HYPERCALL_PAGE", desc)?)
             }
             XEN_ELFNOTE_VIRT_BASE => self.virt_base = Some(note_int("VIRT_BASE", desc)?),
-            XEN_ELFNOTE_PADDR_OFFSET => {
-                self.paddr_offset = Some(note_int("PADDR_OFFSET", desc)?)
-            }
+            XEN_ELFNOTE_PADDR_OFFSET => self.paddr_offset = Some(note_int("PADDR_OFFSET", desc)?),
             XEN_ELFNOTE_INIT_P2M => self.init_p2m = Some(note_int("INIT_P2M", desc)?),
-            XEN_ELFNOTE_MOD_START_PFN => {
-                self.mod_start_pfn = note_int("MOD_START_PFN", desc)? != 0
-            }
-            XEN_ELFNOTE_HV_START_LOW => {
-                self.hv_start_low = Some(note_int("HV_START_LOW", desc)?)
-            }
+            XEN_ELFNOTE_MOD_START_PFN => self.mod_start_pfn = note_int("MOD_START_PFN", desc)? != 0,
+            XEN_ELFNOTE_HV_START_LOW => self.hv_start_low = Some(note_int("HV_START_LOW", desc)?),
             XEN_ELFNOTE_SUSPEND_CANCEL => {
                 self.suspend_cancel = Some(note_int("SUSPEND_CANCEL", desc)?)
             }
-            XEN_ELFNOTE_PHYS32_ENTRY => {
-                self.phys32_entry = Some(note_int("PHYS32_ENTRY", desc)?)
-            }
-            XEN_ELFNOTE_XEN_VERSION => self.xen_version = note_str("XEN_VERSION", desc)?,
-            XEN_ELFNOTE_GUEST_OS => self.guest_os = note_str("GUEST_OS", desc)?,
-            XEN_ELFNOTE_GUEST_VERSION => self.guest_version = note_str("GUEST_VERSION", desc)?,
-            XEN_ELFNOTE_LOADER => self.loader = note_str("LOADER", desc)?,
-            XEN_ELFNOTE_PAE_MODE => self.pae_mode = note_str("PAE_MODE", desc)?,
-            XEN_ELFNOTE_BSD_SYMTAB => self.bsd_symtab = note_str("BSD_SYMTAB", desc)? == "yes",
+            XEN_ELFNOTE_PHYS32_ENTRY => self.phys32_entry = Some(note_int("PHYS32_ENTRY", desc)?),
+            XEN_ELFNOTE_XEN_VERSION => self.xen_version = note_str(desc),
+            XEN_ELFNOTE_GUEST_OS => self.guest_os = note_str(desc),
+            XEN_ELFNOTE_GUEST_VERSION => self.guest_version = note_str(desc),
+            XEN_ELFNOTE_LOADER => self.loader = note_str(desc),
+            XEN_ELFNOTE_PAE_MODE => self.pae_mode = note_str(desc),
+            XEN_ELFNOTE_BSD_SYMTAB => self.bsd_symtab = note_str(desc) == "yes",
             XEN_ELFNOTE_FEATURES => {
-                let s = note_str("FEATURES", desc)?;
+                let s = note_str(desc);
                 parse_features(&s, &mut self.supported, &mut self.required)?;
             }
             XEN_ELFNOTE_SUPPORTED_FEATURES => {
@@ -340,7 +336,12 @@ mod tests {
     #[test]
     fn features_string_of_debian_parses_as_libelf_does() {
         let (mut sup, mut req) = (0, 0);
-        parse_features("!writable_page_tables|pae_pgdir_above_4gb", &mut sup, &mut req).unwrap();
+        parse_features(
+            "!writable_page_tables|pae_pgdir_above_4gb",
+            &mut sup,
+            &mut req,
+        )
+        .unwrap();
         assert_eq!(sup, 1 << 0 | 1 << 4);
         assert_eq!(req, 1 << 0);
     }
@@ -363,8 +364,8 @@ mod tests {
     }
 
     #[test]
-    fn string_notes_must_be_nul_terminated() {
-        assert_eq!(note_str("X", b"linux\0").unwrap(), "linux");
-        assert!(note_str("X", b"linux").is_err());
+    fn string_notes_end_at_nul_or_descriptor_end() {
+        assert_eq!(note_str(b"linux\0junk"), "linux");
+        assert_eq!(note_str(b"!writable_page_tables"), "!writable_page_tables");
     }
 }

@@ -28,9 +28,9 @@ mod layout;
 mod pagetables;
 
 #[cfg(test)]
-mod testutil;
-#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod testutil;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 use xen_abi::xen::{
@@ -78,7 +78,9 @@ pub enum BuilderError {
     IncompatibleKernel(String),
     #[error("kernel has invalid addresses: {0}")]
     BadKernelAddresses(String),
-    #[error("memory too small: the image needs at least {needed_mib} MiB, --mem is {have_mib} MiB")]
+    #[error(
+        "memory too small: the image needs at least {needed_mib} MiB, --mem is {have_mib} MiB"
+    )]
     MemoryTooSmall { needed_mib: u64, have_mib: u64 },
     #[error(
         "the initial mapping (kernel, initrd, page tables) needs {size_mib} MiB, more than the \
@@ -177,9 +179,15 @@ fn parse_checked(elf: &elf::Elf<'_>, format: ImageFormat) -> Result<XenElfInfo, 
 /// console rings, page tables, boot stack, initrd tail, P2M), but leaves the padding below
 /// the kernel, the slack after the boot stack and the free RAM untouched. Linux does not
 /// rely on those being zero; a reused VM must still be cleared by the caller.
-pub fn build_domain<M: GuestMemory>(mem: &M, p2m: &P2m, spec: &DomainSpec) -> Result<BuiltDomain, BuilderError> {
+pub fn build_domain<M: GuestMemory>(
+    mem: &M,
+    p2m: &P2m,
+    spec: &DomainSpec,
+) -> Result<BuiltDomain, BuilderError> {
     if spec.cmdline.len() >= MAX_GUEST_CMDLINE {
-        return Err(BuilderError::CmdlineTooLong { len: spec.cmdline.len() });
+        return Err(BuilderError::CmdlineTooLong {
+            len: spec.cmdline.len(),
+        });
     }
     if spec.cmdline.as_bytes().contains(&0) {
         return Err(BuilderError::CmdlineHasNul);
@@ -192,7 +200,10 @@ pub fn build_domain<M: GuestMemory>(mem: &M, p2m: &P2m, spec: &DomainSpec) -> Re
     let nr_pages = p2m.nr_pages();
     let layout = layout::compute(&info, nr_pages, initrd.map(|i| i.len() as u64))?;
     if layout.nr_pages != nr_pages {
-        return Err(BuilderError::P2mSizeMismatch { p2m: nr_pages, layout: layout.nr_pages });
+        return Err(BuilderError::P2mSizeMismatch {
+            p2m: nr_pages,
+            layout: layout.nr_pages,
+        });
     }
     let w = GuestWriter { mem, p2m };
 
@@ -226,7 +237,10 @@ pub fn build_domain<M: GuestMemory>(mem: &M, p2m: &P2m, spec: &DomainSpec) -> Re
     w.zero("console ring", layout.console_pfn, 0, PAGE_SIZE)?;
     w.zero("boot stack", layout.bootstack_pfn, 0, PAGE_SIZE)?;
 
-    let mfn = |pfn| p2m.pfn_to_mfn(pfn).ok_or(BuilderError::MissingMachineFrame { pfn });
+    let mfn = |pfn| {
+        p2m.pfn_to_mfn(pfn)
+            .ok_or(BuilderError::MissingMachineFrame { pfn })
+    };
     let mut si = StartInfo::new_zeroed();
     si.magic[..START_INFO_MAGIC_X86_64.len()].copy_from_slice(START_INFO_MAGIC_X86_64);
     si.nr_pages = nr_pages;
@@ -248,7 +262,12 @@ pub fn build_domain<M: GuestMemory>(mem: &M, p2m: &P2m, spec: &DomainSpec) -> Re
     }
     w.write("start_info", layout.start_info_pfn, 0, si.as_bytes())?;
     let si_len = std::mem::size_of::<StartInfo>() as u64;
-    w.zero("start_info", layout.start_info_pfn, si_len, PAGE_SIZE - si_len)?;
+    w.zero(
+        "start_info",
+        layout.start_info_pfn,
+        si_len,
+        PAGE_SIZE - si_len,
+    )?;
 
     Ok(BuiltDomain {
         entry: info.entry,
@@ -284,14 +303,19 @@ fn load_kernel<M: GuestMemory>(
         let off = p.p_paddr - info.pstart;
         let data = elf::file_range(elf.image, p.p_offset, p.p_filesz)
             .map(|r| &elf.image[r])
-            .ok_or(BuilderError::Internal("segment outside the ELF after validation"))?;
+            .ok_or(BuilderError::Internal(
+                "segment outside the ELF after validation",
+            ))?;
         w.write("kernel", base, off, data)?;
         w.zero("kernel", base, off + p.p_filesz, p.p_memsz - p.p_filesz)?;
         covered.push((off, off + p.p_memsz));
     }
     covered.sort_unstable();
     let mut pos = 0;
-    for (start, end) in covered.into_iter().chain([(layout.kernel.pages * PAGE_SIZE, u64::MAX)]) {
+    for (start, end) in covered
+        .into_iter()
+        .chain([(layout.kernel.pages * PAGE_SIZE, u64::MAX)])
+    {
         if start > pos {
             w.zero("kernel", base, pos, start - pos)?;
         }
@@ -301,7 +325,11 @@ fn load_kernel<M: GuestMemory>(
 }
 
 /// Writes the guest-visible P2M list: `p2m[pfn] = mfn`, the rest of the last page `~0`.
-fn write_p2m_list<M: GuestMemory>(w: &GuestWriter<'_, M>, p2m: &P2m, layout: &Layout) -> Result<(), BuilderError> {
+fn write_p2m_list<M: GuestMemory>(
+    w: &GuestWriter<'_, M>,
+    p2m: &P2m,
+    layout: &Layout,
+) -> Result<(), BuilderError> {
     const PER_PAGE: usize = (PAGE_SIZE / 8) as usize;
     let mut mfns = p2m.iter().map(|(_, mfn)| mfn);
     let mut page = [u64::MAX; PER_PAGE];
@@ -361,7 +389,13 @@ impl<M: GuestMemory> GuestWriter<'_, M> {
         Ok(())
     }
 
-    fn write(&self, what: &'static str, pfn: u64, offset: u64, data: &[u8]) -> Result<(), BuilderError> {
+    fn write(
+        &self,
+        what: &'static str,
+        pfn: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), BuilderError> {
         self.for_each_piece(pfn, offset, data.len() as u64, |gpa, pos, len| {
             // pos + len <= data.len() by construction.
             let chunk = &data[pos as usize..(pos + len) as usize];
@@ -371,7 +405,13 @@ impl<M: GuestMemory> GuestWriter<'_, M> {
         })
     }
 
-    fn zero(&self, what: &'static str, pfn: u64, offset: u64, len: u64) -> Result<(), BuilderError> {
+    fn zero(
+        &self,
+        what: &'static str,
+        pfn: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), BuilderError> {
         static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
         self.for_each_piece(pfn, offset, len, |gpa, _, len| {
             let mut done = 0;
@@ -379,7 +419,11 @@ impl<M: GuestMemory> GuestWriter<'_, M> {
                 let n = (len - done).min(ZEROS.len() as u64);
                 self.mem
                     .write_slice(&ZEROS[..n as usize], GuestAddress(gpa + done))
-                    .map_err(|source| BuilderError::WriteGuestMemory { what, gpa: gpa + done, source })?;
+                    .map_err(|source| BuilderError::WriteGuestMemory {
+                        what,
+                        gpa: gpa + done,
+                        source,
+                    })?;
                 done += n;
             }
             Ok(())

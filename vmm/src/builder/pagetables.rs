@@ -48,7 +48,10 @@ fn prot(layout: &Layout, level: usize, pfn: u64) -> u64 {
 }
 
 /// Builds every table page of every mapping of `layout`; `mfn_of` translates PFN -> MFN.
-pub fn build(layout: &Layout, mfn_of: impl Fn(u64) -> Option<u64>) -> Result<Vec<TableRun>, BuilderError> {
+pub fn build(
+    layout: &Layout,
+    mfn_of: impl Fn(u64) -> Option<u64>,
+) -> Result<Vec<TableRun>, BuilderError> {
     let mut runs = Vec::new();
     for l in (0..LEVELS).rev() {
         let shift = PAGE_SHIFT + l as u32 * 9;
@@ -85,7 +88,10 @@ pub fn build(layout: &Layout, mfn_of: impl Fn(u64) -> Option<u64>) -> Result<Vec
                     pfn += 1;
                 }
             }
-            runs.push(TableRun { pfn: table.pfn, entries });
+            runs.push(TableRun {
+                pfn: table.pfn,
+                entries,
+            });
         }
     }
     Ok(runs)

@@ -1,0 +1,181 @@
+//! End-to-end tests on real KVM: the xenvmm binary and the library API run the PV test guests
+//! of `tests/guests`.
+//!
+//! These need a /dev/kvm with hardware virtualization. When this machine has none (KVM-PVM, as
+//! on the project's development machines) the test binary runs itself again inside the nested
+//! test host (`scripts/nested-host`: QEMU TCG with `-cpu max` and kvm_amd), once for all of its
+//! tests, and reports that run's result. It never skips: without a usable KVM and without the
+//! nested host, every test fails with instructions.
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use vmm::{Domain, DomainConfig, ExitReason, ImageSource};
+use xenvmm_tests::guests;
+
+const XENVMM: &str = env!("CARGO_BIN_EXE_xenvmm");
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn hw_kvm() -> bool {
+    vmm::kvm::flavour() == vmm::kvm::KvmFlavour::Hardware && Path::new("/dev/kvm").exists()
+}
+
+fn xenvmm(args: &[&str]) -> Output {
+    Command::new(XENVMM).args(args).output().expect("cannot run xenvmm")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn expect_code(out: &Output, code: i32) -> Result<(), Failed> {
+    if out.status.code() != Some(code) {
+        return Err(format!(
+            "exit status {:?}, expected {code}\n--- stdout\n{}--- stderr\n{}",
+            out.status.code(),
+            text(&out.stdout),
+            text(&out.stderr)
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn expect_contains(hay: &str, needle: &str, what: &str) -> Result<(), Failed> {
+    if !hay.contains(needle) {
+        return Err(format!("{what} lacks {needle:?}:\n{hay}").into());
+    }
+    Ok(())
+}
+
+fn hello_guest_prints_and_powers_off() -> Result<(), Failed> {
+    let out = xenvmm(&["--kernel", guests::HELLO, "--stats"]);
+    expect_code(&out, 0)?;
+    let so = text(&out.stdout);
+    // The guest's own first line, and its own verdict on every ABI check it makes.
+    if !so.starts_with("Hello from a Xen PV guest!\n") {
+        return Err(format!("first console line is not the greeting:\n{so}").into());
+    }
+    expect_contains(&so, "checks passed, 0 failed", "stdout")?;
+    if so.contains("not ok") {
+        return Err(format!("a guest check failed:\n{so}").into());
+    }
+    let se = text(&out.stderr);
+    expect_contains(&se, "VM exits to userspace:", "--stats")?;
+    expect_contains(&se, "console_io", "--stats")?;
+    expect_contains(&se, "(1 answered -ENOSYS)", "--stats")?;
+    Ok(())
+}
+
+fn hypercall_page_guest_works() -> Result<(), Failed> {
+    let out = xenvmm(&["--kernel", guests::HELLO_HCPAGE]);
+    expect_code(&out, 0)?;
+    let so = text(&out.stdout);
+    expect_contains(&so, "ok - hypercall page filled by the domain builder", "stdout")?;
+    expect_contains(&so, "checks passed, 0 failed", "stdout")
+}
+
+fn crash_guest_exits_4() -> Result<(), Failed> {
+    let out = xenvmm(&["--kernel", guests::CRASH]);
+    expect_code(&out, 4)?;
+    expect_contains(&text(&out.stderr), "crashed", "stderr")
+}
+
+fn fault_guest_exits_5_with_a_register_dump() -> Result<(), Failed> {
+    let out = xenvmm(&["--kernel", guests::FAULT, "--stats"]);
+    expect_code(&out, 5)?;
+    let se = text(&out.stderr);
+    expect_contains(&se, "the VM faulted: unhandled #UD", "stderr")?;
+    expect_contains(&se, "rip ffffffff81", "stderr")?;
+    expect_contains(&se, "cs  000000000000e033", "stderr")?;
+    expect_contains(&se, "guest exceptions: 1", "stderr")
+}
+
+fn every_shutdown_reason_has_its_exit_code() -> Result<(), Failed> {
+    for (reason, code) in [("reboot", 3), ("suspend", 7), ("watchdog", 6), ("soft_reset", 8), ("crash", 4)] {
+        let cmdline = format!("shutdown={reason}");
+        let out = xenvmm(&["--kernel", guests::HELLO, "--cmdline", &cmdline, "--mem", "64M"]);
+        expect_code(&out, code).map_err(|e| format!("{reason}: {}", e.message().unwrap_or_default()))?;
+    }
+    Ok(())
+}
+
+fn library_api_runs_a_domain_and_captures_its_console() -> Result<(), Failed> {
+    let mut cfg = DomainConfig::new(PathBuf::from(guests::HELLO));
+    cfg.mem_bytes = 32 << 20;
+    let d = Domain::new(&cfg).map_err(|e| e.to_string())?;
+    let mut console = Vec::new();
+    let r = d.run(&mut console).map_err(|e| e.to_string())?;
+    if !matches!(r.exit, ExitReason::Poweroff) {
+        return Err(format!("exit {:?}", r.exit).into());
+    }
+    let c = text(&console);
+    expect_contains(&c, "Hello from a Xen PV guest!", "console")?;
+    let hc = r.stats.hypercalls();
+    let console_io = hc.iter().find(|h| h.0 == 18).map(|h| h.1).unwrap_or(0);
+    if console_io == 0 {
+        return Err(format!("no console_io hypercalls counted: {hc:?}").into());
+    }
+    // Every console_io write is exactly one hostcall, and hostcalls are the only exits to
+    // userspace in this guest: nothing else leaves the VM.
+    let hostcalls = r.stats.shim.map(|s| s.hostcalls).unwrap_or(0);
+    if r.stats.userspace_exits.total() != hostcalls {
+        return Err(format!("userspace exits {:?} vs hostcalls {hostcalls}", r.stats.userspace_exits).into());
+    }
+    Ok(())
+}
+
+fn library_api_reports_in_memory_kernels_and_bad_images() -> Result<(), Failed> {
+    let bytes = std::fs::read(guests::CRASH).map_err(|e| e.to_string())?;
+    let mut cfg = DomainConfig::new(ImageSource::Bytes(bytes.into()));
+    cfg.mem_bytes = 32 << 20;
+    let r = Domain::new(&cfg).and_then(|d| d.run(&mut Vec::new())).map_err(|e| e.to_string())?;
+    if !matches!(r.exit, ExitReason::Crash) || r.exit.exit_code() != 4 {
+        return Err(format!("exit {:?}", r.exit).into());
+    }
+    let cfg = DomainConfig::new(ImageSource::Bytes(vec![0u8; 4096].into()));
+    match Domain::new(&cfg) {
+        Err(vmm::Error::Kernel { .. }) => Ok(()),
+        Err(e) => Err(format!("wrong error for a zero image: {e}").into()),
+        Ok(_) => Err("a zero image was accepted".into()),
+    }
+}
+
+fn too_little_memory_is_a_clear_error() -> Result<(), Failed> {
+    // The test guests are linked at 16 MiB above VIRT_BASE, like Linux.
+    let out = xenvmm(&["--kernel", guests::HELLO, "--mem", "16M"]);
+    expect_code(&out, 1)?;
+    let se = text(&out.stderr);
+    if se.lines().count() != 1 || !se.contains("memory") {
+        return Err(format!("expected one line about memory, got:\n{se}").into());
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    if !hw_kvm() && std::env::var_os("XENVMM_NESTED").is_none() {
+        // Run this very binary, with the same arguments, inside the nested test host.
+        let me = std::env::current_exe().expect("current_exe");
+        let status = Command::new(repo_root().join("scripts/nested-host"))
+            .arg(me)
+            .args(std::env::args_os().skip(1))
+            .status()
+            .expect("cannot start scripts/nested-host");
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    let tests = vec![
+        Trial::test("hello_guest_prints_and_powers_off", hello_guest_prints_and_powers_off),
+        Trial::test("hypercall_page_guest_works", hypercall_page_guest_works),
+        Trial::test("crash_guest_exits_4", crash_guest_exits_4),
+        Trial::test("fault_guest_exits_5_with_a_register_dump", fault_guest_exits_5_with_a_register_dump),
+        Trial::test("every_shutdown_reason_has_its_exit_code", every_shutdown_reason_has_its_exit_code),
+        Trial::test("library_api_runs_a_domain_and_captures_its_console", library_api_runs_a_domain_and_captures_its_console),
+        Trial::test("library_api_reports_in_memory_kernels_and_bad_images", library_api_reports_in_memory_kernels_and_bad_images),
+        Trial::test("too_little_memory_is_a_clear_error", too_little_memory_is_a_clear_error),
+    ];
+    libtest_mimic::run(&args, tests).exit();
+}
