@@ -87,7 +87,10 @@ mod tests {
     fn write_with_bad_buffer_is_efault_and_nonpositive_count_is_noop() {
         let mut s = shim_with_guest();
         assert_eq!(console_io(&mut s, Args([CONSOLEIO_WRITE, 16, 0x1000, 0, 0, 0])), Err(Errno::EFAULT));
-        assert_eq!(console_io(&mut s, Args([CONSOLEIO_WRITE, 16, 0xffff_8000_0000_0000, 0, 0, 0])), Err(Errno::EFAULT));
+        assert_eq!(
+            console_io(&mut s, Args([CONSOLEIO_WRITE, 16, 0xffff_8000_0000_0000, 0, 0, 0])),
+            Err(Errno::EFAULT)
+        );
         // Runs off the end of the mapping: the mapped part is printed, then EFAULT.
         let end = GUEST_VA + 32 * 4096;
         assert_eq!(console_io(&mut s, Args([CONSOLEIO_WRITE, 4096, end - 10, 0, 0, 0])), Err(Errno::EFAULT));

@@ -179,8 +179,7 @@ pub fn adopt_initial_tables<M: Machine>(
     adopt_table(m, own, l4_mfn, 4, &mut budget)?;
     let l4 = l4_mfn << 12;
     for (i, e) in hole.iter().enumerate() {
-        m.write_u64(l4 + 8 * (HYPERVISOR_L4_FIRST + i) as u64, *e)
-            .map_err(|_| AdoptError::Unreadable)?;
+        m.write_u64(l4 + 8 * (HYPERVISOR_L4_FIRST + i) as u64, *e).map_err(|_| AdoptError::Unreadable)?;
     }
     Ok(())
 }
@@ -258,9 +257,13 @@ mod tests {
         let mut m = MockMachine::new(64);
         let l4 = small_tables(&mut m);
         let hole = [0xdead_0000_0067u64; 16];
-        { let own = own_all(&m); adopt_initial_tables(&mut m, &own, l4, &hole) }.unwrap();
+        {
+            let own = own_all(&m);
+            adopt_initial_tables(&mut m, &own, l4, &hole)
+        }
+        .unwrap();
         let va = 0xffff_ffff_8000_0000u64;
-        let l1e = m.read_u64((4 << 12) + 0).unwrap();
+        let l1e = m.read_u64(4 << 12).unwrap();
         assert_eq!(l1e & (_PAGE_USER | _PAGE_GUEST_KERNEL), _PAGE_USER | _PAGE_GUEST_KERNEL);
         let l4e = m.read_u64((l4 << 12) + 8 * table_index(va, 4) as u64).unwrap();
         assert_eq!(l4e & (_PAGE_USER | _PAGE_ACCESSED), _PAGE_USER | _PAGE_ACCESSED);
@@ -279,14 +282,20 @@ mod tests {
         m.write_u64((4 << 12) + 8 * 7, (0x9999u64 << 12) | 0x23).unwrap();
         let hole = [0u64; 16];
         assert_eq!(
-            { let own = own_all(&m); adopt_initial_tables(&mut m, &own, l4, &hole) },
+            {
+                let own = own_all(&m);
+                adopt_initial_tables(&mut m, &own, l4, &hole)
+            },
             Err(AdoptError::ForeignFrame { level: 1, mfn: 0x9999 })
         );
         let mut m = MockMachine::new(64);
         let l4 = small_tables(&mut m);
         m.write_u64((3 << 12) + 8 * 9, (20u64 << 12) | 0xe7).unwrap();
         assert_eq!(
-            { let own = own_all(&m); adopt_initial_tables(&mut m, &own, l4, &hole) },
+            {
+                let own = own_all(&m);
+                adopt_initial_tables(&mut m, &own, l4, &hole)
+            },
             Err(AdoptError::Superpage { level: 2 })
         );
     }
@@ -296,7 +305,10 @@ mod tests {
         let mut m = MockMachine::new(8);
         // L4 slot 0 points at itself: a "linear" loop that would recurse forever if unchecked.
         m.write_u64(1 << 12, (1u64 << 12) | 0x67).unwrap();
-        let r = { let own = own_all(&m); adopt_initial_tables(&mut m, &own, 1, &[0; 16]) };
+        let r = {
+            let own = own_all(&m);
+            adopt_initial_tables(&mut m, &own, 1, &[0; 16])
+        };
         assert!(r.is_ok() || r == Err(AdoptError::TooManyTables));
     }
 
@@ -315,12 +327,19 @@ mod tests {
     fn copy_crosses_pages() {
         let mut m = MockMachine::new(64);
         let l4 = small_tables(&mut m);
-        { let own = own_all(&m); adopt_initial_tables(&mut m, &own, l4, &[0; 16]) }.unwrap();
+        {
+            let own = own_all(&m);
+            adopt_initial_tables(&mut m, &own, l4, &[0; 16])
+        }
+        .unwrap();
         let va = 0xffff_ffff_8000_0000u64 + 4096 - 3;
         copy_to_guest(&mut m, l4 << 12, va, b"abcdef").unwrap();
         let mut out = [0u8; 6];
         copy_from_guest(&m, l4 << 12, va, &mut out).unwrap();
         assert_eq!(&out, b"abcdef");
-        assert_eq!(m.read_u64(11 << 12).unwrap() & 0xff_ffff, u64::from_le_bytes(*b"def\0\0\0\0\0") & 0xff_ffff);
+        assert_eq!(
+            m.read_u64(11 << 12).unwrap() & 0xff_ffff,
+            u64::from_le_bytes(*b"def\0\0\0\0\0") & 0xff_ffff
+        );
     }
 }

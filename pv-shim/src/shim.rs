@@ -50,7 +50,8 @@ impl<M: Machine> Shim<M> {
             return Err(BootError::VersionMismatch { vmm: boot.version, shim: HOSTCALL_VERSION });
         }
         let own = Ownership::from_boot(&boot);
-        let vcpu = Vcpu { id: 0, kernel_mode: true, guest_table: boot.guest_l4_mfn << 12, guest_table_user: 0 };
+        let vcpu =
+            Vcpu { id: 0, kernel_mode: true, guest_table: boot.guest_l4_mfn << 12, guest_table_user: 0 };
         Ok(Shim { m, boot, own, vcpu, dead: false })
     }
 
@@ -97,7 +98,13 @@ impl<M: Machine> Shim<M> {
     }
 
     /// Xen's `domain_crash`: tell the VMM why, with the guest's registers, and stop.
-    pub fn crash_domain(&mut self, regs: &GuestRegs, cr2: u64, vector: u32, why: core::fmt::Arguments) -> Outcome {
+    pub fn crash_domain(
+        &mut self,
+        regs: &GuestRegs,
+        cr2: u64,
+        vector: u32,
+        why: core::fmt::Arguments,
+    ) -> Outcome {
         let mut r = FatalReport::new_zeroed();
         r.vector = vector;
         r.mode = if self.vcpu.kernel_mode { FATAL_MODE_GUEST_KERNEL } else { FATAL_MODE_GUEST_USER };
@@ -115,9 +122,9 @@ impl<M: Machine> Shim<M> {
 /// The mnemonic of exception `vector`.
 pub fn exception_name(vector: u32) -> &'static str {
     const NAMES: [&str; 32] = [
-        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "#CSO", "#TS", "#NP", "#SS", "#GP", "#PF",
-        "#15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "#22", "#23", "#24", "#25", "#26", "#27", "#HV", "#VC",
-        "#SX", "#31",
+        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "#CSO", "#TS", "#NP", "#SS", "#GP",
+        "#PF", "#15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "#22", "#23", "#24", "#25", "#26", "#27",
+        "#HV", "#VC", "#SX", "#31",
     ];
     NAMES.get(vector as usize).copied().unwrap_or("interrupt")
 }

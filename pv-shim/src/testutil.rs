@@ -14,7 +14,11 @@ pub struct MockMachine {
 
 impl MockMachine {
     pub fn new(frames: u64) -> MockMachine {
-        MockMachine { mem: vec![0; (frames * 4096) as usize], hostcalls: Vec::new(), stats: ShimStats::new_zeroed() }
+        MockMachine {
+            mem: vec![0; (frames * 4096) as usize],
+            hostcalls: Vec::new(),
+            stats: ShimStats::new_zeroed(),
+        }
     }
 
     pub fn frames(&self) -> u64 {

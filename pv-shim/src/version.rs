@@ -107,14 +107,16 @@ mod tests {
         let mut s = shim_with_guest();
         assert_eq!(call(&mut s, XENVER_VERSION, 0), Ok(0x0004_0011));
         let cr3 = s.cr3();
-        mm::copy_to_guest(&mut s.m, cr3, GUEST_VA, XenFeatureInfo { submap_idx: 0, submap: 0 }.as_bytes()).unwrap();
+        mm::copy_to_guest(&mut s.m, cr3, GUEST_VA, XenFeatureInfo { submap_idx: 0, submap: 0 }.as_bytes())
+            .unwrap();
         assert_eq!(call(&mut s, XENVER_GET_FEATURES, GUEST_VA), Ok(0));
         let fi: XenFeatureInfo = mm::read_guest(&s.m, cr3, GUEST_VA).unwrap();
         assert_ne!(fi.submap & (1 << XENFEAT_MMU_PT_UPDATE_PRESERVE_AD), 0);
         assert_ne!(fi.submap & (1 << XENFEAT_GNTTAB_MAP_AVAIL_BITS), 0);
         assert_eq!(fi.submap & (1 << XENFEAT_WRITABLE_PAGE_TABLES), 0);
         assert_eq!(fi.submap & (1 << XENFEAT_AUTO_TRANSLATED_PHYSMAP), 0);
-        mm::copy_to_guest(&mut s.m, cr3, GUEST_VA, XenFeatureInfo { submap_idx: 1, submap: 0 }.as_bytes()).unwrap();
+        mm::copy_to_guest(&mut s.m, cr3, GUEST_VA, XenFeatureInfo { submap_idx: 1, submap: 0 }.as_bytes())
+            .unwrap();
         assert_eq!(call(&mut s, XENVER_GET_FEATURES, GUEST_VA), Err(Errno::EINVAL));
     }
 

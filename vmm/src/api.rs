@@ -168,12 +168,19 @@ impl Domain {
                 cfg.vcpus
             )));
         }
-        if cfg.mem_bytes % 4096 != 0 || cfg.mem_bytes < (16 << 20) || cfg.mem_bytes > crate::config::MAX_MEM_BYTES {
-            return Err(Error::Config(format!("memory size {} bytes is out of range (16 MiB to 256 GiB, whole pages)", cfg.mem_bytes)));
+        if !cfg.mem_bytes.is_multiple_of(4096)
+            || cfg.mem_bytes < (16 << 20)
+            || cfg.mem_bytes > crate::config::MAX_MEM_BYTES
+        {
+            return Err(Error::Config(format!(
+                "memory size {} bytes is out of range (16 MiB to 256 GiB, whole pages)",
+                cfg.mem_bytes
+            )));
         }
         // Images first: a wrong file is reported the same way with or without KVM.
         let kernel = load("kernel", &cfg.kernel)?;
-        builder::probe_kernel(&kernel).map_err(|source| Error::Kernel { path: cfg.kernel.describe(), source })?;
+        builder::probe_kernel(&kernel)
+            .map_err(|source| Error::Kernel { path: cfg.kernel.describe(), source })?;
         let initrd = cfg.initrd.as_ref().map(|s| load("initrd", s)).transpose()?;
 
         let kvm = kvm::open()?;
@@ -197,8 +204,14 @@ impl Domain {
         let vm = Vm::new(kvm, &mem)?;
         let vcpu = vm.create_vcpu(0, placed.entry, placed.boot_info_va(), placed.l4_gpa)?;
         let tsc_khz = vcpu.get_tsc_khz().map(u64::from).unwrap_or(0);
-        placed
-            .write_boot_info(&mem, built.l4_mfn, built.entry, built.stack_top, built.start_info_va, tsc_khz)?;
+        placed.write_boot_info(
+            &mem,
+            built.l4_mfn,
+            built.entry,
+            built.stack_top,
+            built.start_info_va,
+            tsc_khz,
+        )?;
         let kvm_stats = kvm::stats::open(&vcpu);
         Ok(Domain { vcpu, _vm: vm, mem, placed, kvm_stats, started, setup_done: Instant::now() })
     }
@@ -224,13 +237,7 @@ impl Domain {
             .ok()
             .and_then(|_| ShimStats::read_from_bytes(&raw).ok());
         let kvm = self.kvm_stats.as_mut().and_then(kvm::stats::read).unwrap_or_default();
-        let stats = Stats {
-            setup: self.setup_done - self.started,
-            run,
-            userspace_exits: exits,
-            kvm,
-            shim,
-        };
+        let stats = Stats { setup: self.setup_done - self.started, run, userspace_exits: exits, kvm, shim };
         Ok(RunReport { exit, stats })
     }
 }

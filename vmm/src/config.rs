@@ -94,8 +94,9 @@ pub fn parse_mem_size(s: &str) -> Result<u64, SizeError> {
         "t" | "tb" | "tib" => 40,
         _ => return Err(SizeError::Syntax(s.into())),
     };
-    let bytes = n.checked_shl(shift).filter(|b| b >> shift == n).ok_or_else(|| SizeError::TooLarge(s.into()))?;
-    if bytes % 4096 != 0 {
+    let bytes =
+        n.checked_shl(shift).filter(|b| b >> shift == n).ok_or_else(|| SizeError::TooLarge(s.into()))?;
+    if !bytes.is_multiple_of(4096) {
         return Err(SizeError::NotPageMultiple(s.into()));
     }
     if bytes < 16 << 20 {

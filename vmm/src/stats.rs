@@ -41,7 +41,10 @@ impl Stats {
     /// Hypercalls as (number, count, answered -ENOSYS), numbers with a non-zero count only.
     pub fn hypercalls(&self) -> Vec<(usize, u64, u64)> {
         let Some(s) = &self.shim else { return Vec::new() };
-        (0..NR_HYPERCALLS).filter(|&i| s.hypercalls[i] > 0).map(|i| (i, s.hypercalls[i], s.enosys[i])).collect()
+        (0..NR_HYPERCALLS)
+            .filter(|&i| s.hypercalls[i] > 0)
+            .map(|i| (i, s.hypercalls[i], s.enosys[i]))
+            .collect()
     }
 }
 
@@ -63,8 +66,18 @@ impl fmt::Display for Stats {
             writeln!(f, "  KVM exit counters: unavailable (no KVM_GET_STATS_FD)")?;
         } else {
             writeln!(f, "  VM exits (KVM counters, vCPU 0): {}", self.kvm.get("exits").unwrap_or(0))?;
-            for (k, v) in self.kvm.0.iter().filter(|(k, v)| *v > 0 && k.contains("exits") && k != "exits") {
+            for (k, v) in self.kvm.0.iter().filter(|(k, v)| *v > 0 && k.ends_with("_exits")) {
                 writeln!(f, "    {k:<24} {v}")?;
+            }
+            let other: Vec<String> = self
+                .kvm
+                .0
+                .iter()
+                .filter(|(k, v)| *v > 0 && k != "exits" && !k.ends_with("_exits"))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            if !other.is_empty() {
+                writeln!(f, "  other KVM counters: {}", other.join(" "))?;
             }
         }
         let hc = self.hypercalls();

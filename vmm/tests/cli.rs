@@ -25,7 +25,11 @@ fn not_a_kernel_is_refused_in_one_line() {
 
 #[test]
 fn missing_kernel_file_is_named() {
-    one_line_error(&run(&["--kernel", "/nonexistent/vmlinuz"]), 1, "cannot read the kernel /nonexistent/vmlinuz");
+    one_line_error(
+        &run(&["--kernel", "/nonexistent/vmlinuz"]),
+        1,
+        "cannot read the kernel /nonexistent/vmlinuz",
+    );
 }
 
 #[test]

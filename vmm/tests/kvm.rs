@@ -173,8 +173,14 @@ fn main() {
         Trial::test("crash_guest_exits_4", crash_guest_exits_4),
         Trial::test("fault_guest_exits_5_with_a_register_dump", fault_guest_exits_5_with_a_register_dump),
         Trial::test("every_shutdown_reason_has_its_exit_code", every_shutdown_reason_has_its_exit_code),
-        Trial::test("library_api_runs_a_domain_and_captures_its_console", library_api_runs_a_domain_and_captures_its_console),
-        Trial::test("library_api_reports_in_memory_kernels_and_bad_images", library_api_reports_in_memory_kernels_and_bad_images),
+        Trial::test(
+            "library_api_runs_a_domain_and_captures_its_console",
+            library_api_runs_a_domain_and_captures_its_console,
+        ),
+        Trial::test(
+            "library_api_reports_in_memory_kernels_and_bad_images",
+            library_api_reports_in_memory_kernels_and_bad_images,
+        ),
         Trial::test("too_little_memory_is_a_clear_error", too_little_memory_is_a_clear_error),
     ];
     libtest_mimic::run(&args, tests).exit();

@@ -9,11 +9,11 @@ use crate::guest::{GuestRegs, VECTOR_SYSCALL};
 use crate::machine::Machine;
 use crate::shim::{HoleEntries, Outcome, Shim};
 use core::ptr::{addr_of, addr_of_mut};
+use xen_abi::hostcall::HostcallPage;
 use xen_abi::hostcall::{
     BootInfo, FatalReport, ShimStats, DIRECTMAP_BASE, FATAL_MODE_SHIM, HC_SHIM_PANIC, HOSTCALL_DATA_SIZE,
     HOSTCALL_PORT,
 };
-use xen_abi::hostcall::HostcallPage;
 use xen_abi::Errno;
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -158,7 +158,10 @@ extern "C" fn shim_start(boot_va: u64) -> ! {
     // SAFETY: architectural MSRs of every x86_64 CPU; ring 0.
     unsafe {
         wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SCE | EFER_NXE);
-        wrmsr(MSR_STAR, (u64::from(xen_abi::xen::FLAT_RING3_CS32) << 48) | (u64::from(desc::HYPERVISOR_CS) << 32));
+        wrmsr(
+            MSR_STAR,
+            (u64::from(xen_abi::xen::FLAT_RING3_CS32) << 48) | (u64::from(desc::HYPERVISOR_CS) << 32),
+        );
         wrmsr(MSR_LSTAR, entry::syscall_entry as *const () as u64);
         wrmsr(MSR_CSTAR, entry::syscall_entry as *const () as u64);
         wrmsr(MSR_SFMASK, SYSCALL_MASK);
@@ -183,7 +186,12 @@ extern "C" fn shim_start(boot_va: u64) -> ! {
         Ok(f) => f,
         Err(e) => {
             let regs = GuestRegs::default();
-            shim.crash_domain(&regs, 0, xen_abi::hostcall::FATAL_NO_VECTOR, format_args!("initial page tables refused: {e:?}"));
+            shim.crash_domain(
+                &regs,
+                0,
+                xen_abi::hostcall::FATAL_NO_VECTOR,
+                format_args!("initial page tables refused: {e:?}"),
+            );
             halt_forever();
         }
     };
