@@ -39,36 +39,19 @@ const LEAKING_VARS: &[&str] = &[
 ];
 
 /// Prefixes of outer-build variables to drop as well.
-const LEAKING_PREFIXES: &[&str] = &[
-    "CARGO_CFG_",
-    "CARGO_FEATURE_",
-    "CARGO_PKG_",
-    "CARGO_TARGET_",
-];
+const LEAKING_PREFIXES: &[&str] = &["CARGO_CFG_", "CARGO_FEATURE_", "CARGO_PKG_", "CARGO_TARGET_"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let repo = manifest_dir
-        .parent()
-        .expect("tests/ lives in the repository root");
+    let repo = manifest_dir.parent().expect("tests/ lives in the repository root");
     let guests_dir = manifest_dir.join("guests");
     let target_dir = repo.join("target").join("guests");
 
-    for path in [
-        "src",
-        "build.rs",
-        "link.ld",
-        "Cargo.toml",
-        "Cargo.lock",
-        ".cargo/config.toml",
-    ] {
+    for path in ["src", "build.rs", "link.ld", "Cargo.toml", "Cargo.lock", ".cargo/config.toml"] {
         println!("cargo:rerun-if-changed={}", guests_dir.join(path).display());
     }
     for path in ["src", "Cargo.toml"] {
-        println!(
-            "cargo:rerun-if-changed={}",
-            repo.join("xen-abi").join(path).display()
-        );
+        println!("cargo:rerun-if-changed={}", repo.join("xen-abi").join(path).display());
     }
 
     build_guests(&guests_dir, &target_dir);
@@ -78,28 +61,15 @@ fn main() {
     let mut all = Vec::new();
     for name in guest_names(&guests_dir.join("src").join("bin")) {
         let path = bin_dir.join(&name);
-        assert!(
-            path.is_file(),
-            "guest {name} was not built at {}",
-            path.display()
-        );
+        assert!(path.is_file(), "guest {name} was not built at {}", path.display());
         let konst = name.to_uppercase().replace('-', "_");
         println!("cargo:rustc-env=XENVMM_GUEST_{konst}={}", path.display());
         writeln!(consts, "/// `tests/guests/src/bin/{name}.rs`, built.").unwrap();
-        writeln!(
-            consts,
-            "pub const {konst}: &str = env!(\"XENVMM_GUEST_{konst}\");"
-        )
-        .unwrap();
+        writeln!(consts, "pub const {konst}: &str = env!(\"XENVMM_GUEST_{konst}\");").unwrap();
         all.push(format!("(\"{name}\", {konst})"));
     }
     writeln!(consts, "/// Every guest as (name, path).").unwrap();
-    writeln!(
-        consts,
-        "pub const ALL: &[(&str, &str)] = &[{}];",
-        all.join(", ")
-    )
-    .unwrap();
+    writeln!(consts, "pub const ALL: &[(&str, &str)] = &[{}];", all.join(", ")).unwrap();
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
     fs::write(out_dir.join("guests.rs"), consts).expect("writing guests.rs");
 }
@@ -107,9 +77,7 @@ fn main() {
 fn build_guests(guests_dir: &Path, target_dir: &Path) {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(guests_dir)
-        .args(["build", "--release", "--target-dir"])
-        .arg(target_dir);
+    cmd.current_dir(guests_dir).args(["build", "--release", "--target-dir"]).arg(target_dir);
     for (key, _) in env::vars_os() {
         let Some(key) = key.to_str() else { continue };
         if LEAKING_VARS.contains(&key) || LEAKING_PREFIXES.iter().any(|p| key.starts_with(p)) {
@@ -119,10 +87,7 @@ fn build_guests(guests_dir: &Path, target_dir: &Path) {
     let output = cmd.output().expect("running cargo for tests/guests");
     if !output.status.success() {
         eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-        panic!(
-            "building the PV test guests in {} failed",
-            guests_dir.display()
-        );
+        panic!("building the PV test guests in {} failed", guests_dir.display());
     }
 }
 

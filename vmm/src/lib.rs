@@ -27,9 +27,18 @@ pub use stats::Stats;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot read the {what} {path}: {source}")]
-    ReadImage { what: &'static str, path: String, #[source] source: std::io::Error },
+    ReadImage {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
-    Kernel { path: String, #[source] source: builder::BuilderError },
+    Kernel {
+        path: String,
+        #[source]
+        source: builder::BuilderError,
+    },
     #[error("{0}")]
     Config(String),
     #[error(transparent)]

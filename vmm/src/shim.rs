@@ -52,8 +52,14 @@ impl ShimImage {
             let data = elf_bytes
                 .get(start..start + ph.p_filesz as usize)
                 .ok_or_else(|| ShimError::BadImage("segment beyond the file".into()))?;
-            if ph.p_vaddr % PAGE_SIZE != 0 || ph.p_vaddr < SHIM_IMAGE_BASE || ph.p_vaddr >= SHIM_IMAGE_BASE + (1 << 30) {
-                return Err(ShimError::BadImage(format!("segment at {:#x} outside the shim's slot", ph.p_vaddr)));
+            if ph.p_vaddr % PAGE_SIZE != 0
+                || ph.p_vaddr < SHIM_IMAGE_BASE
+                || ph.p_vaddr >= SHIM_IMAGE_BASE + (1 << 30)
+            {
+                return Err(ShimError::BadImage(format!(
+                    "segment at {:#x} outside the shim's slot",
+                    ph.p_vaddr
+                )));
             }
             segments.push(Segment {
                 vaddr: ph.p_vaddr,

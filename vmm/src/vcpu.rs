@@ -49,15 +49,21 @@ impl VcpuRunner<'_> {
                 VcpuExit::MmioWrite(..) => self.exits.count("mmio_write"),
                 VcpuExit::Hlt => {
                     self.exits.count("hlt");
-                    return Err(Error::Vcpu("the PV shim halted without reporting why (it may have failed to start)".into()));
+                    return Err(Error::Vcpu(
+                        "the PV shim halted without reporting why (it may have failed to start)".into(),
+                    ));
                 }
                 VcpuExit::Shutdown => {
                     self.exits.count("shutdown");
                     let rip = self.vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
-                    return Err(Error::Vcpu(format!("the VM triple-faulted at rip {rip:#x} (a PV shim failure)")));
+                    return Err(Error::Vcpu(format!(
+                        "the VM triple-faulted at rip {rip:#x} (a PV shim failure)"
+                    )));
                 }
                 VcpuExit::FailEntry(reason, cpu) => {
-                    return Err(Error::Vcpu(format!("KVM could not enter the vCPU {cpu}: hardware reason {reason:#x}")))
+                    return Err(Error::Vcpu(format!(
+                        "KVM could not enter the vCPU {cpu}: hardware reason {reason:#x}"
+                    )))
                 }
                 VcpuExit::InternalError => return Err(Error::Vcpu("KVM internal error".into())),
                 other => return Err(Error::Vcpu(format!("unexpected VM exit: {other:?}"))),
@@ -65,7 +71,7 @@ impl VcpuRunner<'_> {
         }
     }
 
-    fn hostcall(&mut self, ) -> Result<Option<ExitReason>, Error> {
+    fn hostcall(&mut self) -> Result<Option<ExitReason>, Error> {
         let mut raw = vec![0u8; core::mem::size_of::<HostcallPage>()];
         self.mem.read_slice(&mut raw, GuestAddress(self.hostcall_gpa)).map_err(Error::GuestMemory)?;
         let page = HostcallPage::read_from_bytes(&raw).expect("size matches");
@@ -104,7 +110,9 @@ impl VcpuRunner<'_> {
 }
 
 fn fault_from(data: &[u8]) -> Fault {
-    let r = FatalReport::read_from_prefix(data).map(|(r, _)| r).unwrap_or_else(|_| zerocopy::FromZeros::new_zeroed());
+    let r = FatalReport::read_from_prefix(data)
+        .map(|(r, _)| r)
+        .unwrap_or_else(|_| zerocopy::FromZeros::new_zeroed());
     let msg_len = r.message.iter().position(|&b| b == 0).unwrap_or(r.message.len());
     Fault {
         vector: (r.vector != FATAL_NO_VECTOR).then_some(r.vector),

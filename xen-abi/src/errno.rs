@@ -90,13 +90,7 @@ mod tests {
 
     #[test]
     fn from_rax_decodes_every_errno_it_encodes() {
-        for e in [
-            Errno::EPERM,
-            Errno::EINVAL,
-            Errno::ENOSYS,
-            Errno::ECONNREFUSED,
-            Errno(4095),
-        ] {
+        for e in [Errno::EPERM, Errno::EINVAL, Errno::ENOSYS, Errno::ECONNREFUSED, Errno(4095)] {
             assert_eq!(Errno::from_rax(e.to_rax()), Some(e));
         }
     }

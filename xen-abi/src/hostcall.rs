@@ -42,9 +42,7 @@ pub const MAX_VCPUS: usize = 32;
 pub const MAX_RAM_RANGES: usize = 8;
 
 /// A range of machine frames.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct MfnRange {
     pub first_mfn: u64,
@@ -200,10 +198,7 @@ mod tests {
 
     #[test]
     fn mfn_range_contains_its_first_and_last_frame_only() {
-        let r = MfnRange {
-            first_mfn: 0x100,
-            nr_frames: 0x10,
-        };
+        let r = MfnRange { first_mfn: 0x100, nr_frames: 0x10 };
         assert!(!r.contains(0xff));
         assert!(r.contains(0x100));
         assert!(r.contains(0x10f));
@@ -212,20 +207,14 @@ mod tests {
 
     #[test]
     fn empty_mfn_range_contains_nothing() {
-        let r = MfnRange {
-            first_mfn: 0x100,
-            nr_frames: 0,
-        };
+        let r = MfnRange { first_mfn: 0x100, nr_frames: 0 };
         assert!(!r.contains(0xff));
         assert!(!r.contains(0x100));
     }
 
     #[test]
     fn mfn_range_at_the_top_of_the_number_space_does_not_overflow() {
-        let r = MfnRange {
-            first_mfn: u64::MAX - 1,
-            nr_frames: u64::MAX,
-        };
+        let r = MfnRange { first_mfn: u64::MAX - 1, nr_frames: u64::MAX };
         assert!(r.contains(u64::MAX));
         assert!(r.contains(u64::MAX - 1));
         assert!(!r.contains(0));

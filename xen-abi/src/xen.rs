@@ -179,9 +179,7 @@ pub const TI_DPL_MASK: u8 = 3;
 pub const TI_SET_IF: u8 = 1 << 2;
 
 /// `struct trap_info` (`arch-x86/xen.h`), one entry of the virtual IDT.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct TrapInfo {
     pub vector: u8,
@@ -198,9 +196,7 @@ pub const MMU_PT_UPDATE_PRESERVE_AD: u64 = 2;
 pub const MMU_PT_UPDATE_NO_TRANSLATE: u64 = 3;
 
 /// `struct mmu_update` (`xen.h`): `ptr[1:0]` is the command, `ptr & !3` a machine address.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct MmuUpdate {
     pub ptr: u64,
@@ -231,9 +227,7 @@ pub const MMUEXT_UNMARK_SUPER: u32 = 20;
 /// `struct mmuext_op` (`xen.h`), 24 bytes. The unions are flattened: `arg1` is `arg1.mfn` or
 /// `arg1.linear_addr`; `arg2` is `arg2.nr_ents` (the low 32 bits), `arg2.vcpumask` (a guest
 /// pointer) or `arg2.src_mfn`.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct MmuextOp {
     pub cmd: u32,
@@ -252,9 +246,7 @@ pub const UVMF_ALL: u64 = 1 << 2;
 
 // ---- multicall ----
 /// `struct multicall_entry` (`xen.h`), 64 bytes.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct MulticallEntry {
     pub op: u64,
@@ -284,9 +276,7 @@ pub const SEGBASE_GS_USER_SEL: u32 = 3;
 pub const VGCF_IN_SYSCALL: u64 = 1 << 8;
 
 /// `struct iret_context` (`arch-x86/xen-x86_64.h`): what `rsp` points at for `HYPERVISOR_iret`.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct IretContext {
     pub rax: u64,

@@ -13,11 +13,7 @@ pub struct Checks {
 
 impl Checks {
     pub const fn new(program: &'static str) -> Self {
-        Checks {
-            program,
-            passed: 0,
-            failed: 0,
-        }
+        Checks { program, passed: 0, failed: 0 }
     }
 
     /// Records one check; `detail` is printed only when it fails. Returns `ok`.
@@ -34,11 +30,7 @@ impl Checks {
 
     /// Checks `got == want`.
     pub fn eq<T: PartialEq + Debug>(&mut self, name: &str, got: T, want: T) -> bool {
-        self.check(
-            name,
-            got == want,
-            format_args!("got {got:?}, want {want:?}"),
-        )
+        self.check(name, got == want, format_args!("got {got:?}, want {want:?}"))
     }
 
     pub fn failed(&self) -> u32 {
@@ -47,10 +39,7 @@ impl Checks {
 
     /// Prints `<program>: N checks passed, M failed` and returns M.
     pub fn summary(&self) -> u32 {
-        println!(
-            "{}: {} checks passed, {} failed",
-            self.program, self.passed, self.failed
-        );
+        println!("{}: {} checks passed, {} failed", self.program, self.passed, self.failed);
         self.failed
     }
 }

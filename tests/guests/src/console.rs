@@ -45,10 +45,7 @@ impl Write for ConsoleBuffer {
 
 #[doc(hidden)]
 pub fn _print(args: fmt::Arguments<'_>) {
-    let mut out = ConsoleBuffer {
-        buf: [0; 128],
-        len: 0,
-    };
+    let mut out = ConsoleBuffer { buf: [0; 128], len: 0 };
     // ConsoleBuffer never fails; a failing Display impl just ends the line early.
     let _ = out.write_fmt(args);
     out.flush();

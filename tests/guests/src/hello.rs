@@ -7,8 +7,7 @@ use xen_abi::hypercall::HYPERVISOR_ARCH_0;
 use xen_abi::sched::{SHUTDOWN_CRASH, SHUTDOWN_POWEROFF, SHUTDOWN_SUSPEND};
 use xen_abi::version::{
     XenFeatureInfo, XENFEAT_AUTO_TRANSLATED_PHYSMAP, XENFEAT_GNTTAB_MAP_AVAIL_BITS,
-    XENFEAT_MMU_PT_UPDATE_PRESERVE_AD, XENFEAT_WRITABLE_PAGE_TABLES, XENVER_VERSION,
-    XEN_EXTRAVERSION_LEN,
+    XENFEAT_MMU_PT_UPDATE_PRESERVE_AD, XENFEAT_WRITABLE_PAGE_TABLES, XENVER_VERSION, XEN_EXTRAVERSION_LEN,
 };
 use xen_abi::xen::{StartInfo, SIF_INITDOMAIN, START_INFO_MAGIC_X86_64};
 
@@ -58,40 +57,17 @@ fn check_start_info(c: &mut Checks, si: &StartInfo) {
         si.magic.starts_with(START_INFO_MAGIC_X86_64),
         format_args!("magic is {:?}", c_str(&si.magic)),
     );
-    c.check(
-        "start_info.nr_pages > 0",
-        si.nr_pages > 0,
-        format_args!("0"),
-    );
-    c.check(
-        "start_info.store_evtchn != 0",
-        si.store_evtchn != 0,
-        format_args!("0"),
-    );
-    c.check(
-        "start_info.console.domU.evtchn != 0",
-        si.console_evtchn != 0,
-        format_args!("0"),
-    );
-    c.check(
-        "start_info.pt_base != 0",
-        si.pt_base != 0,
-        format_args!("0"),
-    );
-    c.check(
-        "start_info.mfn_list != 0",
-        si.mfn_list != 0,
-        format_args!("0"),
-    );
+    c.check("start_info.nr_pages > 0", si.nr_pages > 0, format_args!("0"));
+    c.check("start_info.store_evtchn != 0", si.store_evtchn != 0, format_args!("0"));
+    c.check("start_info.console.domU.evtchn != 0", si.console_evtchn != 0, format_args!("0"));
+    c.check("start_info.pt_base != 0", si.pt_base != 0, format_args!("0"));
+    c.check("start_info.mfn_list != 0", si.mfn_list != 0, format_args!("0"));
     c.check(
         "start_info.flags has no SIF_INITDOMAIN",
         si.flags & SIF_INITDOMAIN == 0,
         format_args!("flags {:#x}", si.flags),
     );
-    println!(
-        "# nr_pages {} pt_base {:#x} mfn_list {:#x}",
-        si.nr_pages, si.pt_base, si.mfn_list
-    );
+    println!("# nr_pages {} pt_base {:#x} mfn_list {:#x}", si.nr_pages, si.pt_base, si.mfn_list);
     println!("# cmd_line {:?}", c_str(cmd_line(si)));
 }
 
@@ -122,37 +98,14 @@ fn check_xen_version(c: &mut Checks) {
         let detail = format_args!("returned {rc}, submap {:#x}", info.submap);
         c.check(name, rc == 0 && set == want_set, detail);
     };
-    feature(
-        "XENFEAT_mmu_pt_update_preserve_ad set",
-        XENFEAT_MMU_PT_UPDATE_PRESERVE_AD,
-        true,
-    );
-    feature(
-        "XENFEAT_gnttab_map_avail_bits set",
-        XENFEAT_GNTTAB_MAP_AVAIL_BITS,
-        true,
-    );
-    feature(
-        "XENFEAT_writable_page_tables clear",
-        XENFEAT_WRITABLE_PAGE_TABLES,
-        false,
-    );
-    feature(
-        "XENFEAT_auto_translated_physmap clear",
-        XENFEAT_AUTO_TRANSLATED_PHYSMAP,
-        false,
-    );
+    feature("XENFEAT_mmu_pt_update_preserve_ad set", XENFEAT_MMU_PT_UPDATE_PRESERVE_AD, true);
+    feature("XENFEAT_gnttab_map_avail_bits set", XENFEAT_GNTTAB_MAP_AVAIL_BITS, true);
+    feature("XENFEAT_writable_page_tables clear", XENFEAT_WRITABLE_PAGE_TABLES, false);
+    feature("XENFEAT_auto_translated_physmap clear", XENFEAT_AUTO_TRANSLATED_PHYSMAP, false);
 
-    let mut info = XenFeatureInfo {
-        submap_idx: 1,
-        ..Default::default()
-    };
+    let mut info = XenFeatureInfo { submap_idx: 1, ..Default::default() };
     let rc = hypercall::xen_version_get_features(&mut info);
-    c.eq(
-        "xen_version(XENVER_get_features, submap 1) returns -EINVAL",
-        rc,
-        neg(Errno::EINVAL),
-    );
+    c.eq("xen_version(XENVER_get_features, submap 1) returns -EINVAL", rc, neg(Errno::EINVAL));
 }
 
 fn check_error_paths(c: &mut Checks) {

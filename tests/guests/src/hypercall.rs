@@ -15,9 +15,7 @@
 use xen_abi::console::CONSOLEIO_WRITE;
 use xen_abi::hypercall::{HYPERVISOR_CONSOLE_IO, HYPERVISOR_SCHED_OP, HYPERVISOR_XEN_VERSION};
 use xen_abi::sched::{SchedShutdown, SCHEDOP_SHUTDOWN, SHUTDOWN_CRASH};
-use xen_abi::version::{
-    XenFeatureInfo, XENVER_EXTRAVERSION, XENVER_GET_FEATURES, XEN_EXTRAVERSION_LEN,
-};
+use xen_abi::version::{XenFeatureInfo, XENVER_EXTRAVERSION, XENVER_GET_FEATURES, XEN_EXTRAVERSION_LEN};
 
 /// Bare `syscall` into the hypervisor.
 pub mod syscall {
@@ -72,10 +70,7 @@ pub mod page {
     /// (`xen_guest!(.., hypercall = page)`) and `nr` must have a slot (panics otherwise).
     #[inline]
     pub unsafe fn hypercall6(nr: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64, a6: u64) -> i64 {
-        assert!(
-            nr < SLOTS as u64,
-            "hypercall {nr} has no slot in the hypercall page"
-        );
+        assert!(nr < SLOTS as u64, "hypercall {nr} has no slot in the hypercall page");
         let slot = addr_of!(hypercall_page) as u64 + nr * HYPERCALL_STUB_SIZE as u64;
         let ret: i64;
         // SAFETY: the slot holds `push rcx; push r11; mov $nr,%eax; syscall; pop r11; pop rcx;
@@ -123,13 +118,7 @@ pub mod page {
         assert!(nr < SLOTS);
         // SAFETY: the page exists (caller) and is mapped readable as part of the text
         // segment; volatile because the builder, not the program, wrote it.
-        unsafe {
-            read_volatile(
-                addr_of!(hypercall_page)
-                    .cast::<[u8; HYPERCALL_STUB_SIZE]>()
-                    .add(nr),
-            )
-        }
+        unsafe { read_volatile(addr_of!(hypercall_page).cast::<[u8; HYPERCALL_STUB_SIZE]>().add(nr)) }
     }
 }
 
@@ -217,14 +206,8 @@ pub fn sched_op_shutdown(reason: u32, extra: u64) -> i64 {
 /// Last words of a kernel that cannot trust its hypercall page: writes `msg` and crashes the
 /// domain, both with a bare `syscall`.
 pub fn syscall_crash(msg: &[u8]) -> ! {
-    let reason = SchedShutdown {
-        reason: SHUTDOWN_CRASH,
-    };
-    let (msg, len, reason) = (
-        msg.as_ptr() as u64,
-        msg.len() as u64,
-        &reason as *const _ as u64,
-    );
+    let reason = SchedShutdown { reason: SHUTDOWN_CRASH };
+    let (msg, len, reason) = (msg.as_ptr() as u64, msg.len() as u64, &reason as *const _ as u64);
     loop {
         // SAFETY: console_io only reads `msg`; SCHEDOP_shutdown only reads `reason`.
         unsafe {

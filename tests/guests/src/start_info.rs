@@ -2,8 +2,8 @@
 #![allow(unsafe_code)]
 
 use xen_abi::sched::{
-    SHUTDOWN_CRASH, SHUTDOWN_MAX, SHUTDOWN_POWEROFF, SHUTDOWN_REBOOT, SHUTDOWN_SOFT_RESET,
-    SHUTDOWN_SUSPEND, SHUTDOWN_WATCHDOG,
+    SHUTDOWN_CRASH, SHUTDOWN_MAX, SHUTDOWN_POWEROFF, SHUTDOWN_REBOOT, SHUTDOWN_SOFT_RESET, SHUTDOWN_SUSPEND,
+    SHUTDOWN_WATCHDOG,
 };
 use xen_abi::xen::{StartInfo, PAGE_SHIFT};
 
@@ -11,11 +11,7 @@ use crate::layout::VIRT_BASE;
 
 /// The command line, up to its NUL.
 pub fn cmd_line(si: &StartInfo) -> &[u8] {
-    let end = si
-        .cmd_line
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(si.cmd_line.len());
+    let end = si.cmd_line.iter().position(|&b| b == 0).unwrap_or(si.cmd_line.len());
     &si.cmd_line[..end]
 }
 

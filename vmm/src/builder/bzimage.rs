@@ -51,9 +51,7 @@ pub fn unpack(image: &[u8]) -> Result<(Cow<'_, [u8]>, ImageFormat), BuilderError
     if is_gzip(image) {
         let elf = decompress(Compression::Gzip, image)?;
         if !is_elf(&elf) {
-            return Err(BuilderError::CorruptImage(
-                "the gzip file does not contain an ELF kernel".into(),
-            ));
+            return Err(BuilderError::CorruptImage("the gzip file does not contain an ELF kernel".into()));
         }
         return Ok((Cow::Owned(elf), ImageFormat::GzipElf));
     }
@@ -67,8 +65,7 @@ pub fn unpack(image: &[u8]) -> Result<(Cow<'_, [u8]>, ImageFormat), BuilderError
         )));
     }
     let u16_at = |o: usize| u16::from_le_bytes([image[o], image[o + 1]]);
-    let u32_at =
-        |o: usize| u32::from_le_bytes([image[o], image[o + 1], image[o + 2], image[o + 3]]);
+    let u32_at = |o: usize| u32::from_le_bytes([image[o], image[o + 1], image[o + 2], image[o + 3]]);
     let version = u16_at(HDR_VERSION);
     if version < 0x0208 {
         return Err(BuilderError::UnsupportedImage(format!(
@@ -77,8 +74,7 @@ pub fn unpack(image: &[u8]) -> Result<(Cow<'_, [u8]>, ImageFormat), BuilderError
             version & 0xff
         )));
     }
-    let payload_start =
-        (u64::from(image[SETUP_SECTS]) + 1) * 512 + u64::from(u32_at(PAYLOAD_OFFSET));
+    let payload_start = (u64::from(image[SETUP_SECTS]) + 1) * 512 + u64::from(u32_at(PAYLOAD_OFFSET));
     let payload_len = u64::from(u32_at(PAYLOAD_LENGTH));
     let file_len = image.len() as u64;
     if payload_start >= file_len || payload_start + payload_len > file_len {
@@ -106,9 +102,7 @@ pub fn unpack(image: &[u8]) -> Result<(Cow<'_, [u8]>, ImageFormat), BuilderError
     };
     let elf = decompress(compression, payload)?;
     if !is_elf(&elf) {
-        return Err(BuilderError::CorruptImage(
-            "the bzImage payload does not contain an ELF kernel".into(),
-        ));
+        return Err(BuilderError::CorruptImage("the bzImage payload does not contain an ELF kernel".into()));
     }
     Ok((Cow::Owned(elf), ImageFormat::BzImage(compression)))
 }
@@ -127,19 +121,14 @@ fn compression_name(c: Compression) -> &'static str {
 pub fn decompress(c: Compression, blob: &[u8]) -> Result<Vec<u8>, BuilderError> {
     let name = compression_name(c);
     let Some(split) = blob.len().checked_sub(4).filter(|&n| n >= 2) else {
-        return Err(BuilderError::TruncatedImage(format!(
-            "the {name} payload is {} bytes",
-            blob.len()
-        )));
+        return Err(BuilderError::TruncatedImage(format!("the {name} payload is {} bytes", blob.len())));
     };
     let (stream, size) = blob.split_at(split);
     // gzip's own trailer ends with ISIZE, which doubles as the size (no bytes are appended).
     let stream = if c == Compression::Gzip { blob } else { stream };
     let expected = u64::from(u32::from_le_bytes([size[0], size[1], size[2], size[3]]));
     if expected > MAX_UNPACKED_SIZE {
-        return Err(BuilderError::UnpackedTooLarge {
-            size_mib: expected.div_ceil(1 << 20),
-        });
+        return Err(BuilderError::UnpackedTooLarge { size_mib: expected.div_ceil(1 << 20) });
     }
     let out = match c {
         Compression::Gzip => read_bounded(name, flate2::read::GzDecoder::new(stream), expected)?,
@@ -149,10 +138,7 @@ pub fn decompress(c: Compression, blob: &[u8]) -> Result<Vec<u8>, BuilderError> 
         }
         Compression::Zstd => {
             let r = ruzstd::decoding::StreamingDecoder::new(stream).map_err(|e| {
-                BuilderError::Decompress {
-                    format: name,
-                    source: std::io::Error::other(e.to_string()),
-                }
+                BuilderError::Decompress { format: name, source: std::io::Error::other(e.to_string()) }
             })?;
             read_bounded(name, r, expected)?
         }
@@ -173,10 +159,7 @@ fn read_bounded(name: &'static str, r: impl Read, expected: u64) -> Result<Vec<u
     let mut out = Vec::new();
     r.take(expected + 1)
         .read_to_end(&mut out)
-        .map_err(|source| BuilderError::Decompress {
-            format: name,
-            source,
-        })?;
+        .map_err(|source| BuilderError::Decompress { format: name, source })?;
     Ok(out)
 }
 
@@ -184,18 +167,13 @@ fn read_bounded(name: &'static str, r: impl Read, expected: u64) -> Result<Vec<u
 /// `[u32 LE compressed size][raw LZ4 block]` up to the end of the stream (further magics may
 /// appear between blocks). Stops once `expected` bytes were produced, ignoring what follows.
 fn lz4_legacy(stream: &[u8], expected: u64) -> Result<Vec<u8>, BuilderError> {
-    let expected = usize::try_from(expected).map_err(|_| BuilderError::UnpackedTooLarge {
-        size_mib: expected.div_ceil(1 << 20),
-    })?;
+    let expected = usize::try_from(expected)
+        .map_err(|_| BuilderError::UnpackedTooLarge { size_mib: expected.div_ceil(1 << 20) })?;
     let read_u32 = |b: &[u8], at: usize| -> Option<u32> {
-        Some(u32::from_le_bytes(
-            b.get(at..at.checked_add(4)?)?.try_into().ok()?,
-        ))
+        Some(u32::from_le_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
     };
     if read_u32(stream, 0) != Some(LZ4_LEGACY_MAGIC) {
-        return Err(BuilderError::CorruptImage(
-            "lz4 payload is not a legacy frame".into(),
-        ));
+        return Err(BuilderError::CorruptImage("lz4 payload is not a legacy frame".into()));
     }
     let mut out: Vec<u8> = Vec::new();
     let mut pos = 4usize;
@@ -206,23 +184,15 @@ fn lz4_legacy(stream: &[u8], expected: u64) -> Result<Vec<u8>, BuilderError> {
         if chunk == LZ4_LEGACY_MAGIC {
             continue;
         }
-        let end = pos
-            .checked_add(chunk as usize)
-            .filter(|&e| e <= stream.len())
-            .ok_or_else(|| {
-                BuilderError::TruncatedImage(format!(
-                    "lz4 block of {chunk} bytes runs past the payload"
-                ))
-            })?;
+        let end = pos.checked_add(chunk as usize).filter(|&e| e <= stream.len()).ok_or_else(|| {
+            BuilderError::TruncatedImage(format!("lz4 block of {chunk} bytes runs past the payload"))
+        })?;
         let produced = out.len();
         let room = (expected - produced).min(LZ4_LEGACY_BLOCK_SIZE);
         out.resize(produced + room, 0);
-        let n = lz4_flex::block::decompress_into(&stream[pos..end], &mut out[produced..]).map_err(
-            |e| BuilderError::Decompress {
-                format: "lz4",
-                source: std::io::Error::other(e.to_string()),
-            },
-        )?;
+        let n = lz4_flex::block::decompress_into(&stream[pos..end], &mut out[produced..]).map_err(|e| {
+            BuilderError::Decompress { format: "lz4", source: std::io::Error::other(e.to_string()) }
+        })?;
         out.truncate(produced + n);
         pos = end;
     }

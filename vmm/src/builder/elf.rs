@@ -59,21 +59,15 @@ pub struct Elf<'a> {
 }
 
 fn u16_at(b: &[u8], off: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(
-        b.get(off..off.checked_add(2)?)?.try_into().ok()?,
-    ))
+    Some(u16::from_le_bytes(b.get(off..off.checked_add(2)?)?.try_into().ok()?))
 }
 
 fn u32_at(b: &[u8], off: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        b.get(off..off.checked_add(4)?)?.try_into().ok()?,
-    ))
+    Some(u32::from_le_bytes(b.get(off..off.checked_add(4)?)?.try_into().ok()?))
 }
 
 fn u64_at(b: &[u8], off: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(
-        b.get(off..off.checked_add(8)?)?.try_into().ok()?,
-    ))
+    Some(u64::from_le_bytes(b.get(off..off.checked_add(8)?)?.try_into().ok()?))
 }
 
 fn truncated(what: &str) -> BuilderError {
@@ -107,9 +101,7 @@ impl<'a> Elf<'a> {
             c => return Err(BuilderError::CorruptImage(format!("unknown ELF class {c}"))),
         }
         if image[5] != ELFDATA2LSB {
-            return Err(BuilderError::UnsupportedElf(
-                "it is not little-endian".into(),
-            ));
+            return Err(BuilderError::UnsupportedElf("it is not little-endian".into()));
         }
         let machine = u16_at(image, 18).ok_or_else(|| truncated("file header"))?;
         if machine != EM_X86_64 {
@@ -141,8 +133,7 @@ impl<'a> Elf<'a> {
             // In range: the whole table was checked above.
             let base = usize::try_from(e_phoff + i * u64::from(e_phentsize))
                 .map_err(|_| truncated("program headers"))?;
-            let ph =
-                |off: usize| u64_at(image, base + off).ok_or_else(|| truncated("program headers"));
+            let ph = |off: usize| u64_at(image, base + off).ok_or_else(|| truncated("program headers"));
             let p_type = u32_at(image, base).ok_or_else(|| truncated("program headers"))?;
             let p_flags = u32_at(image, base + 4).ok_or_else(|| truncated("program headers"))?;
             phdrs.push(ProgramHeader {
@@ -171,27 +162,18 @@ impl<'a> Elf<'a> {
             for i in 1..u64::from(e_shnum) {
                 let base = usize::try_from(e_shoff + i * u64::from(e_shentsize))
                     .map_err(|_| truncated("section headers"))?;
-                let sh_type =
-                    u32_at(image, base + 4).ok_or_else(|| truncated("section headers"))?;
+                let sh_type = u32_at(image, base + 4).ok_or_else(|| truncated("section headers"))?;
                 if sh_type != SHT_NOTE {
                     continue;
                 }
-                let sh_offset =
-                    u64_at(image, base + 24).ok_or_else(|| truncated("section headers"))?;
-                let sh_size =
-                    u64_at(image, base + 32).ok_or_else(|| truncated("section headers"))?;
-                let r = file_range(image, sh_offset, sh_size)
-                    .ok_or_else(|| truncated("note section"))?;
+                let sh_offset = u64_at(image, base + 24).ok_or_else(|| truncated("section headers"))?;
+                let sh_size = u64_at(image, base + 32).ok_or_else(|| truncated("section headers"))?;
+                let r = file_range(image, sh_offset, sh_size).ok_or_else(|| truncated("note section"))?;
                 note_sections.push((r.start, r.len()));
             }
         }
 
-        Ok(Elf {
-            image,
-            e_entry,
-            phdrs,
-            note_sections,
-        })
+        Ok(Elf { image, e_entry, phdrs, note_sections })
     }
 
     /// The loadable segments (libelf's definition), in file order.
@@ -238,13 +220,9 @@ impl<'a> Elf<'a> {
     /// `p_offset == 0` are skipped (some binutils versions leave it unset).
     pub fn note_segments(&self) -> Result<Vec<(usize, usize)>, BuilderError> {
         let mut out = Vec::new();
-        for p in self
-            .phdrs
-            .iter()
-            .filter(|p| p.p_type == PT_NOTE && p.p_offset != 0)
-        {
-            let r = file_range(self.image, p.p_offset, p.p_filesz)
-                .ok_or_else(|| truncated("note segment"))?;
+        for p in self.phdrs.iter().filter(|p| p.p_type == PT_NOTE && p.p_offset != 0) {
+            let r =
+                file_range(self.image, p.p_offset, p.p_filesz).ok_or_else(|| truncated("note segment"))?;
             out.push((r.start, r.len()));
         }
         Ok(out)
@@ -280,18 +258,10 @@ pub fn parse_notes(area: &[u8]) -> Result<Vec<Note<'_>>, BuilderError> {
         let desc_end = desc_off
             .checked_add(descsz)
             .filter(|&e| e <= area.len())
-            .ok_or_else(|| {
-                bad(format!(
-                    "descriptor of {descsz} bytes runs past the note area"
-                ))
-            })?;
+            .ok_or_else(|| bad(format!("descriptor of {descsz} bytes runs past the note area")))?;
         let name = &area[name_off..name_end];
         let name = name.split(|&b| b == 0).next().unwrap_or(name);
-        notes.push(Note {
-            n_type,
-            name,
-            desc: &area[desc_off..desc_end],
-        });
+        notes.push(Note { n_type, name, desc: &area[desc_off..desc_end] });
         // The final note's padding may be missing; anything past the area ends the loop.
         off = desc_off.saturating_add(descsz.next_multiple_of(4));
         if notes.len() > 65_536 {

@@ -23,10 +23,7 @@ pub const XENFEAT_DOM0: u32 = 11;
 /// The names libelf knows (`elf_xen_feature_names`), by bit.
 const FEATURE_NAMES: &[(u32, &str)] = &[
     (XENFEAT_WRITABLE_PAGE_TABLES, "writable_page_tables"),
-    (
-        XENFEAT_WRITABLE_DESCRIPTOR_TABLES,
-        "writable_descriptor_tables",
-    ),
+    (XENFEAT_WRITABLE_DESCRIPTOR_TABLES, "writable_descriptor_tables"),
     (XENFEAT_AUTO_TRANSLATED_PHYSMAP, "auto_translated_physmap"),
     (XENFEAT_SUPERVISOR_MODE_KERNEL, "supervisor_mode_kernel"),
     (XENFEAT_PAE_PGDIR_ABOVE_4GB, "pae_pgdir_above_4gb"),
@@ -100,8 +97,7 @@ impl XenElfInfo {
     /// The INIT_P2M address libxc actually uses: only a page-aligned value below VIRT_BASE
     /// (`xc_dom_build_image`); otherwise the P2M goes inside the initial mapping.
     pub fn p2m_base(&self) -> Option<u64> {
-        self.init_p2m
-            .filter(|&b| b < self.virt_base && b & 0xfff == 0)
+        self.init_p2m.filter(|&b| b < self.virt_base && b & 0xfff == 0)
     }
 }
 
@@ -115,9 +111,7 @@ fn note_str(desc: &[u8]) -> String {
 /// An integer note: 4 or 8 bytes, little-endian.
 fn note_int(name: &'static str, desc: &[u8]) -> Result<u64, BuilderError> {
     match desc.len() {
-        4 => Ok(u64::from(u32::from_le_bytes(
-            desc.try_into().unwrap_or_default(),
-        ))),
+        4 => Ok(u64::from(u32::from_le_bytes(desc.try_into().unwrap_or_default()))),
         8 => Ok(u64::from_le_bytes(desc.try_into().unwrap_or_default())),
         n => Err(BuilderError::BadXenNote {
             note: name,
@@ -180,17 +174,13 @@ impl RawNotes {
         self.count += 1;
         match n_type {
             XEN_ELFNOTE_ENTRY => self.entry = Some(note_int("ENTRY", desc)?),
-            XEN_ELFNOTE_HYPERCALL_PAGE => {
-                self.hypercall_page = Some(note_int("HYPERCALL_PAGE", desc)?)
-            }
+            XEN_ELFNOTE_HYPERCALL_PAGE => self.hypercall_page = Some(note_int("HYPERCALL_PAGE", desc)?),
             XEN_ELFNOTE_VIRT_BASE => self.virt_base = Some(note_int("VIRT_BASE", desc)?),
             XEN_ELFNOTE_PADDR_OFFSET => self.paddr_offset = Some(note_int("PADDR_OFFSET", desc)?),
             XEN_ELFNOTE_INIT_P2M => self.init_p2m = Some(note_int("INIT_P2M", desc)?),
             XEN_ELFNOTE_MOD_START_PFN => self.mod_start_pfn = note_int("MOD_START_PFN", desc)? != 0,
             XEN_ELFNOTE_HV_START_LOW => self.hv_start_low = Some(note_int("HV_START_LOW", desc)?),
-            XEN_ELFNOTE_SUSPEND_CANCEL => {
-                self.suspend_cancel = Some(note_int("SUSPEND_CANCEL", desc)?)
-            }
+            XEN_ELFNOTE_SUSPEND_CANCEL => self.suspend_cancel = Some(note_int("SUSPEND_CANCEL", desc)?),
             XEN_ELFNOTE_PHYS32_ENTRY => self.phys32_entry = Some(note_int("PHYS32_ENTRY", desc)?),
             XEN_ELFNOTE_XEN_VERSION => self.xen_version = note_str(desc),
             XEN_ELFNOTE_GUEST_OS => self.guest_os = note_str(desc),
@@ -204,7 +194,7 @@ impl RawNotes {
             }
             XEN_ELFNOTE_SUPPORTED_FEATURES => {
                 // An array of u32 submaps; xenvmm (like Xen today) knows submap 0 only.
-                if desc.len() < 4 || desc.len() % 4 != 0 {
+                if desc.len() < 4 || !desc.len().is_multiple_of(4) {
                     return Err(BuilderError::BadXenNote {
                         note: "SUPPORTED_FEATURES",
                         reason: format!("{} bytes (must be a multiple of 4)", desc.len()),
@@ -272,9 +262,7 @@ pub fn parse_xen_notes(elf: &Elf<'_>, format: ImageFormat) -> Result<XenElfInfo,
 
     // elf_xen_addr_calc_check. libxc computes these modulo 2^64; so do we, then checks order.
     if raw.paddr_offset.is_some() && raw.virt_base.is_none() {
-        return Err(BuilderError::BadKernelAddresses(
-            "PADDR_OFFSET is set but VIRT_BASE is not".into(),
-        ));
+        return Err(BuilderError::BadKernelAddresses("PADDR_OFFSET is set but VIRT_BASE is not".into()));
     }
     let virt_base = raw.virt_base.unwrap_or(0);
     let elf_paddr_offset = raw.paddr_offset.unwrap_or(0);
@@ -283,11 +271,7 @@ pub fn parse_xen_notes(elf: &Elf<'_>, format: ImageFormat) -> Result<XenElfInfo,
     let virt_kstart = pstart.wrapping_add(virt_offset);
     let virt_kend = pend.wrapping_add(virt_offset);
     let entry = raw.entry.unwrap_or(elf.e_entry);
-    if virt_kstart > virt_kend
-        || entry < virt_kstart
-        || entry > virt_kend
-        || virt_base > virt_kstart
-    {
+    if virt_kstart > virt_kend || entry < virt_kstart || entry > virt_kend || virt_base > virt_kstart {
         return Err(BuilderError::BadKernelAddresses(format!(
             "need VIRT_BASE <= kernel start <= ENTRY <= kernel end, have {virt_base:#x}, \
              {virt_kstart:#x}, {entry:#x}, {virt_kend:#x}"
@@ -336,12 +320,7 @@ mod tests {
     #[test]
     fn features_string_of_debian_parses_as_libelf_does() {
         let (mut sup, mut req) = (0, 0);
-        parse_features(
-            "!writable_page_tables|pae_pgdir_above_4gb",
-            &mut sup,
-            &mut req,
-        )
-        .unwrap();
+        parse_features("!writable_page_tables|pae_pgdir_above_4gb", &mut sup, &mut req).unwrap();
         assert_eq!(sup, 1 << 0 | 1 << 4);
         assert_eq!(req, 1 << 0);
     }

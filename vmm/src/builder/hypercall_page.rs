@@ -49,10 +49,7 @@ mod tests {
         let page = hypercall_page();
         assert_eq!(page.len(), 4096);
         // Slot 0 (set_trap_table).
-        assert_eq!(
-            &page[0..14],
-            &[0x51, 0x41, 0x53, 0xb8, 0, 0, 0, 0, 0x0f, 0x05, 0x41, 0x5b, 0x59, 0xc3]
-        );
+        assert_eq!(&page[0..14], &[0x51, 0x41, 0x53, 0xb8, 0, 0, 0, 0, 0x0f, 0x05, 0x41, 0x5b, 0x59, 0xc3]);
         assert!(page[14..32].iter().all(|&b| b == 0xcc));
         // Slot 29 (sched_op).
         assert_eq!(
@@ -62,10 +59,7 @@ mod tests {
         // Slot 127, the last one.
         assert_eq!(&page[127 * 32 + 3..127 * 32 + 8], &[0xb8, 127, 0, 0, 0]);
         // Slot 23 (iret) at 0x2e0.
-        assert_eq!(
-            &page[0x2e0..0x2e0 + 11],
-            &[0x51, 0x41, 0x53, 0x50, 0xb8, 0x17, 0, 0, 0, 0x0f, 0x05]
-        );
+        assert_eq!(&page[0x2e0..0x2e0 + 11], &[0x51, 0x41, 0x53, 0x50, 0xb8, 0x17, 0, 0, 0, 0x0f, 0x05]);
         assert!(page[0x2e0 + 11..0x300].iter().all(|&b| b == 0xcc));
     }
 }

@@ -148,9 +148,10 @@ impl Alloc {
         }
         let pfn = self.pfn_end;
         let bytes = pages.checked_mul(PAGE_SIZE).ok_or(LayoutFail::OutOfPages)?;
-        self.virt_end = self.virt_end.checked_add(bytes).ok_or_else(|| {
-            addr_err("the initial mapping runs past the top of the address space".into())
-        })?;
+        self.virt_end = self
+            .virt_end
+            .checked_add(bytes)
+            .ok_or_else(|| addr_err("the initial mapping runs past the top of the address space".into()))?;
         self.pfn_end += pages;
         Ok(pfn)
     }
@@ -158,9 +159,7 @@ impl Alloc {
     /// `xc_dom_alloc_pad`: advance the cursor to `boundary`.
     fn pad_to(&mut self, boundary: u64) -> Result<Segment, LayoutFail> {
         if boundary & (PAGE_SIZE - 1) != 0 {
-            return Err(addr_err(format!(
-                "segment boundary {boundary:#x} is not page aligned"
-            )));
+            return Err(addr_err(format!("segment boundary {boundary:#x} is not page aligned")));
         }
         if boundary < self.virt_end {
             return Err(addr_err(format!(
@@ -171,11 +170,7 @@ impl Alloc {
         let va = self.virt_end;
         let pages = (boundary - self.virt_end) / PAGE_SIZE;
         let pfn = self.take(pages)?;
-        Ok(Segment {
-            pfn,
-            pages,
-            va: Some(va),
-        })
+        Ok(Segment { pfn, pages, va: Some(va) })
     }
 
     /// `xc_dom_alloc_segment` with start 0: `bytes` rounded up to pages at the cursor.
@@ -183,11 +178,7 @@ impl Alloc {
         let pages = bytes.div_ceil(PAGE_SIZE);
         let va = self.virt_end;
         let pfn = self.take(pages)?;
-        Ok(Segment {
-            pfn,
-            pages,
-            va: Some(va),
-        })
+        Ok(Segment { pfn, pages, va: Some(va) })
     }
 
     /// libxc's `count_pgtables`: the page tables needed to map `[from, to]` (inclusive) with
@@ -195,24 +186,17 @@ impl Alloc {
     /// tables would be placed at the allocation cursor, top level first.
     fn count_pgtables(&self, from: u64, to: u64, pfn: u64) -> Result<Mapping, LayoutFail> {
         if self.maps.len() >= 2 {
-            return Err(LayoutFail::Other(BuilderError::Internal(
-                "too many mappings",
-            )));
+            return Err(LayoutFail::Other(BuilderError::Internal("too many mappings")));
         }
-        let span = to
-            .checked_sub(from)
-            .ok_or_else(|| addr_err(format!("empty mapping {from:#x}..{to:#x}")))?;
-        let pfn_last = pfn
-            .checked_add(span >> PAGE_SHIFT)
-            .ok_or(LayoutFail::OutOfPages)?;
+        let span =
+            to.checked_sub(from).ok_or_else(|| addr_err(format!("empty mapping {from:#x}..{to:#x}")))?;
+        let pfn_last = pfn.checked_add(span >> PAGE_SHIFT).ok_or(LayoutFail::OutOfPages)?;
         if pfn_last >= self.p2m_size {
             return Err(LayoutFail::OutOfPages);
         }
         for m in &self.maps {
             if from & VADDR_MASK < m.area.to && to & VADDR_MASK > m.area.from {
-                return Err(addr_err(format!(
-                    "mapping {from:#x}..{to:#x} overlaps the initial mapping"
-                )));
+                return Err(addr_err(format!("mapping {from:#x}..{to:#x} overlaps the initial mapping")));
             }
         }
         let mut map = Mapping::default();
@@ -223,23 +207,14 @@ impl Alloc {
             if l == LEVELS - 1 {
                 // One L4, owned by the first mapping.
                 if self.maps.is_empty() {
-                    map.lvls[l] = Level {
-                        from: 0,
-                        to: VADDR_MASK,
-                        pfn: map.lvls[l].pfn,
-                        pgtables: 1,
-                    };
+                    map.lvls[l] = Level { from: 0, to: VADDR_MASK, pfn: map.lvls[l].pfn, pgtables: 1 };
                     map.area.pgtables += 1;
                 }
                 continue;
             }
             let bits = PAGE_SHIFT + (l as u32 + 1) * LEVEL_SHIFT;
             let mask = (1u64 << bits) - 1;
-            let mut lv = Level {
-                from: map.area.from & !mask,
-                to: map.area.to | mask,
-                ..map.lvls[l]
-            };
+            let mut lv = Level { from: map.area.from & !mask, to: map.area.to | mask, ..map.lvls[l] };
             for cmp in self.maps.iter().map(|m| m.lvls[l]) {
                 if cmp.from == cmp.to {
                     continue;
@@ -252,15 +227,13 @@ impl Alloc {
                 }
                 if lv.from < cmp.from && lv.to > cmp.to {
                     // libxc asserts this cannot happen; refuse rather than abort.
-                    return Err(addr_err(
-                        "the P2M mapping would enclose the initial mapping".into(),
-                    ));
+                    return Err(addr_err("the P2M mapping would enclose the initial mapping".into()));
                 }
                 if lv.from >= cmp.from && lv.from <= cmp.to {
                     lv.from = cmp.to + 1;
                 }
                 if lv.to >= cmp.from && lv.to <= cmp.to {
-                    lv.to = cmp.from - 1;
+                    lv.to = cmp.from.saturating_sub(1);
                 }
             }
             if lv.from < lv.to {
@@ -275,7 +248,7 @@ impl Alloc {
 
 /// A VA range `[start, end)` the guest can own: canonical, outside the hypervisor hole.
 fn check_guest_range(what: &str, start: u64, end: u64) -> Result<(), LayoutFail> {
-    let canonical = |va: u64| va < (1 << 47) || va >= 0xffff_8000_0000_0000;
+    let canonical = |va: u64| !((1 << 47)..0xffff_8000_0000_0000).contains(&va);
     let last = end.wrapping_sub(1);
     let bad = !canonical(start)
         || !canonical(last)
@@ -290,11 +263,7 @@ fn check_guest_range(what: &str, start: u64, end: u64) -> Result<(), LayoutFail>
 }
 
 /// Computes the layout for `info`, `nr_pages` of RAM and an initrd of `initrd_len` bytes.
-pub fn compute(
-    info: &XenElfInfo,
-    nr_pages: u64,
-    initrd_len: Option<u64>,
-) -> Result<Layout, BuilderError> {
+pub fn compute(info: &XenElfInfo, nr_pages: u64, initrd_len: Option<u64>) -> Result<Layout, BuilderError> {
     match try_compute(info, nr_pages, initrd_len) {
         Ok(l) => Ok(l),
         Err(LayoutFail::Other(e)) => Err(e),
@@ -302,7 +271,7 @@ pub fn compute(
             let needed = min_pages(info, initrd_len, nr_pages)?;
             Err(BuilderError::MemoryTooSmall {
                 needed_mib: (needed * PAGE_SIZE).div_ceil(1 << 20),
-                have_mib: nr_pages * PAGE_SIZE / (1 << 20),
+                have_mib: nr_pages.saturating_mul(PAGE_SIZE) / (1 << 20),
             })
         }
     }
@@ -340,32 +309,16 @@ fn min_pages(info: &XenElfInfo, initrd_len: Option<u64>, from: u64) -> Result<u6
     Ok(hi)
 }
 
-fn try_compute(
-    info: &XenElfInfo,
-    nr_pages: u64,
-    initrd_len: Option<u64>,
-) -> Result<Layout, LayoutFail> {
+fn try_compute(info: &XenElfInfo, nr_pages: u64, initrd_len: Option<u64>) -> Result<Layout, LayoutFail> {
     if nr_pages == 0 {
         return Err(LayoutFail::OutOfPages);
     }
-    let mut a = Alloc {
-        total: nr_pages,
-        p2m_size: nr_pages,
-        pfn_end: 0,
-        virt_end: info.virt_base,
-        maps: Vec::new(),
-    };
-    let mut layout = Layout {
-        nr_pages,
-        virt_base: info.virt_base,
-        ..Layout::default()
-    };
+    let mut a =
+        Alloc { total: nr_pages, p2m_size: nr_pages, pfn_end: 0, virt_end: info.virt_base, maps: Vec::new() };
+    let mut layout = Layout { nr_pages, virt_base: info.virt_base, ..Layout::default() };
     let initrd_len = initrd_len.filter(|&l| l > 0);
     let p2m_base = info.p2m_base();
-    let p2m_bytes = nr_pages
-        .checked_mul(8)
-        .ok_or(LayoutFail::OutOfPages)?
-        .next_multiple_of(PAGE_SIZE);
+    let p2m_bytes = nr_pages.checked_mul(8).ok_or(LayoutFail::OutOfPages)?.next_multiple_of(PAGE_SIZE);
 
     // 1. Kernel, after padding from VIRT_BASE up to its start.
     layout.padding = a.pad_to(info.virt_kstart)?;
@@ -396,29 +349,24 @@ fn try_compute(
         // the bound only guards against a logic error.
         rounds += 1;
         if rounds > 1_000_000 {
-            return Err(LayoutFail::Other(BuilderError::Internal(
-                "page-table sizing did not converge",
-            )));
+            return Err(LayoutFail::Other(BuilderError::Internal("page-table sizing did not converge")));
         }
         let end = pages
             .checked_mul(PAGE_SIZE)
             .and_then(|b| a.virt_end.checked_add(b))
             .map(|e| e | MAPPING_ALIGN_MASK)
-            .ok_or_else(|| {
-                addr_err("the initial mapping runs past the top of the address space".into())
-            })?;
+            .ok_or_else(|| addr_err("the initial mapping runs past the top of the address space".into()))?;
         let map = a.count_pgtables(info.virt_base, end, 0)?;
         pages = map.area.pgtables + extra;
-        if u128::from(a.virt_end) + u128::from(pages) * u128::from(PAGE_SIZE) <= u128::from(end) + 1
-        {
+        if u128::from(a.virt_end) + u128::from(pages) * u128::from(PAGE_SIZE) <= u128::from(end) + 1 {
             break (map, end);
         }
     };
     a.maps.push(map0);
     // `end | mask` with end < 2^64 - 1; +1 cannot wrap unless the mapping reaches the top.
-    let virt_pgtab_end = try_virt_end.checked_add(1).ok_or_else(|| {
-        addr_err("the initial mapping runs past the top of the address space".into())
-    })?;
+    let virt_pgtab_end = try_virt_end
+        .checked_add(1)
+        .ok_or_else(|| addr_err("the initial mapping runs past the top of the address space".into()))?;
     check_guest_range("initial mapping", info.virt_base, virt_pgtab_end)?;
     if virt_pgtab_end - info.virt_base > ONE_L2 - (info.virt_base & (ONE_L2 - 1)) {
         return Err(LayoutFail::Other(BuilderError::InitialMappingTooLarge {
@@ -436,18 +384,12 @@ fn try_compute(
     if let Some(len) = initrd_len.filter(|_| info.mod_start_pfn) {
         let pages = len.div_ceil(PAGE_SIZE);
         let pfn = a.take(pages)?;
-        layout.initrd = Some(Segment {
-            pfn,
-            pages,
-            va: None,
-        });
+        layout.initrd = Some(Segment { pfn, pages, va: None });
     }
 
     // 9. P2M at INIT_P2M, followed by its own page tables (L3, L2, L1s; the L4 is shared).
     if let Some(base) = p2m_base {
-        let last = base
-            .checked_add(p2m_bytes - 1)
-            .ok_or_else(|| addr_err("INIT_P2M wraps".into()))?;
+        let last = base.checked_add(p2m_bytes - 1).ok_or_else(|| addr_err("INIT_P2M wraps".into()))?;
         check_guest_range("P2M list", base, last.wrapping_add(1))?;
         let mut map = a.count_pgtables(base, last, a.pfn_end)?;
         let p2m_pages = p2m_bytes / PAGE_SIZE;
@@ -457,15 +399,8 @@ fn try_compute(
         }
         let seg = a.segment(p2m_bytes + map.area.pgtables * PAGE_SIZE)?;
         a.maps.push(map);
-        layout.p2m = Segment {
-            pfn: seg.pfn,
-            pages: p2m_pages,
-            va: Some(base),
-        };
-        layout.p2m_segment = Some(Segment {
-            va: Some(base),
-            ..seg
-        });
+        layout.p2m = Segment { pfn: seg.pfn, pages: p2m_pages, va: Some(base) };
+        layout.p2m_segment = Some(Segment { va: Some(base), ..seg });
     }
 
     layout.maps = a.maps;

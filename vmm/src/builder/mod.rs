@@ -78,9 +78,7 @@ pub enum BuilderError {
     IncompatibleKernel(String),
     #[error("kernel has invalid addresses: {0}")]
     BadKernelAddresses(String),
-    #[error(
-        "memory too small: the image needs at least {needed_mib} MiB, --mem is {have_mib} MiB"
-    )]
+    #[error("memory too small: the image needs at least {needed_mib} MiB, --mem is {have_mib} MiB")]
     MemoryTooSmall { needed_mib: u64, have_mib: u64 },
     #[error(
         "the initial mapping (kernel, initrd, page tables) needs {size_mib} MiB, more than the \
@@ -185,9 +183,7 @@ pub fn build_domain<M: GuestMemory>(
     spec: &DomainSpec,
 ) -> Result<BuiltDomain, BuilderError> {
     if spec.cmdline.len() >= MAX_GUEST_CMDLINE {
-        return Err(BuilderError::CmdlineTooLong {
-            len: spec.cmdline.len(),
-        });
+        return Err(BuilderError::CmdlineTooLong { len: spec.cmdline.len() });
     }
     if spec.cmdline.as_bytes().contains(&0) {
         return Err(BuilderError::CmdlineHasNul);
@@ -200,10 +196,7 @@ pub fn build_domain<M: GuestMemory>(
     let nr_pages = p2m.nr_pages();
     let layout = layout::compute(&info, nr_pages, initrd.map(|i| i.len() as u64))?;
     if layout.nr_pages != nr_pages {
-        return Err(BuilderError::P2mSizeMismatch {
-            p2m: nr_pages,
-            layout: layout.nr_pages,
-        });
+        return Err(BuilderError::P2mSizeMismatch { p2m: nr_pages, layout: layout.nr_pages });
     }
     let w = GuestWriter { mem, p2m };
 
@@ -234,13 +227,13 @@ pub fn build_domain<M: GuestMemory>(
         w.write("page tables", run.pfn, 0, run.entries.as_bytes())?;
     }
     w.zero("xenstore ring", layout.xenstore_pfn, 0, PAGE_SIZE)?;
+    // Xen >= 4.21 sets the ring's `connection` byte to DISCONNECTED (1) here and xenconsoled
+    // clears it; newer hvc_xen drops output while it is 1. xenvmm's console backend serves the
+    // ring from the first instruction, so the byte stays 0 (CONNECTED), as older Xen left it.
     w.zero("console ring", layout.console_pfn, 0, PAGE_SIZE)?;
     w.zero("boot stack", layout.bootstack_pfn, 0, PAGE_SIZE)?;
 
-    let mfn = |pfn| {
-        p2m.pfn_to_mfn(pfn)
-            .ok_or(BuilderError::MissingMachineFrame { pfn })
-    };
+    let mfn = |pfn| p2m.pfn_to_mfn(pfn).ok_or(BuilderError::MissingMachineFrame { pfn });
     let mut si = StartInfo::new_zeroed();
     si.magic[..START_INFO_MAGIC_X86_64.len()].copy_from_slice(START_INFO_MAGIC_X86_64);
     si.nr_pages = nr_pages;
@@ -262,12 +255,7 @@ pub fn build_domain<M: GuestMemory>(
     }
     w.write("start_info", layout.start_info_pfn, 0, si.as_bytes())?;
     let si_len = std::mem::size_of::<StartInfo>() as u64;
-    w.zero(
-        "start_info",
-        layout.start_info_pfn,
-        si_len,
-        PAGE_SIZE - si_len,
-    )?;
+    w.zero("start_info", layout.start_info_pfn, si_len, PAGE_SIZE - si_len)?;
 
     Ok(BuiltDomain {
         entry: info.entry,
@@ -303,19 +291,14 @@ fn load_kernel<M: GuestMemory>(
         let off = p.p_paddr - info.pstart;
         let data = elf::file_range(elf.image, p.p_offset, p.p_filesz)
             .map(|r| &elf.image[r])
-            .ok_or(BuilderError::Internal(
-                "segment outside the ELF after validation",
-            ))?;
+            .ok_or(BuilderError::Internal("segment outside the ELF after validation"))?;
         w.write("kernel", base, off, data)?;
         w.zero("kernel", base, off + p.p_filesz, p.p_memsz - p.p_filesz)?;
         covered.push((off, off + p.p_memsz));
     }
     covered.sort_unstable();
     let mut pos = 0;
-    for (start, end) in covered
-        .into_iter()
-        .chain([(layout.kernel.pages * PAGE_SIZE, u64::MAX)])
-    {
+    for (start, end) in covered.into_iter().chain([(layout.kernel.pages * PAGE_SIZE, u64::MAX)]) {
         if start > pos {
             w.zero("kernel", base, pos, start - pos)?;
         }
@@ -381,37 +364,27 @@ impl<M: GuestMemory> GuestWriter<'_, M> {
         while pos < len {
             let (mfn, frames) = self.lookup(addr >> PAGE_SHIFT)?;
             let in_page = addr & (PAGE_SIZE - 1);
-            let room = (frames * PAGE_SIZE - in_page).min(len - pos);
-            f((mfn << PAGE_SHIFT) + in_page, pos, room)?;
+            let room = (frames.saturating_mul(PAGE_SIZE) - in_page).min(len - pos);
+            f((mfn << PAGE_SHIFT) | in_page, pos, room)?;
             pos += room;
             addr += room;
         }
         Ok(())
     }
 
-    fn write(
-        &self,
-        what: &'static str,
-        pfn: u64,
-        offset: u64,
-        data: &[u8],
-    ) -> Result<(), BuilderError> {
+    fn write(&self, what: &'static str, pfn: u64, offset: u64, data: &[u8]) -> Result<(), BuilderError> {
         self.for_each_piece(pfn, offset, data.len() as u64, |gpa, pos, len| {
             // pos + len <= data.len() by construction.
             let chunk = &data[pos as usize..(pos + len) as usize];
-            self.mem
-                .write_slice(chunk, GuestAddress(gpa))
-                .map_err(|source| BuilderError::WriteGuestMemory { what, gpa, source })
+            self.mem.write_slice(chunk, GuestAddress(gpa)).map_err(|source| BuilderError::WriteGuestMemory {
+                what,
+                gpa,
+                source,
+            })
         })
     }
 
-    fn zero(
-        &self,
-        what: &'static str,
-        pfn: u64,
-        offset: u64,
-        len: u64,
-    ) -> Result<(), BuilderError> {
+    fn zero(&self, what: &'static str, pfn: u64, offset: u64, len: u64) -> Result<(), BuilderError> {
         static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
         self.for_each_piece(pfn, offset, len, |gpa, _, len| {
             let mut done = 0;
@@ -419,11 +392,7 @@ impl<M: GuestMemory> GuestWriter<'_, M> {
                 let n = (len - done).min(ZEROS.len() as u64);
                 self.mem
                     .write_slice(&ZEROS[..n as usize], GuestAddress(gpa + done))
-                    .map_err(|source| BuilderError::WriteGuestMemory {
-                        what,
-                        gpa: gpa + done,
-                        source,
-                    })?;
+                    .map_err(|source| BuilderError::WriteGuestMemory { what, gpa: gpa + done, source })?;
                 done += n;
             }
             Ok(())

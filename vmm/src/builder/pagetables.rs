@@ -48,10 +48,7 @@ fn prot(layout: &Layout, level: usize, pfn: u64) -> u64 {
 }
 
 /// Builds every table page of every mapping of `layout`; `mfn_of` translates PFN -> MFN.
-pub fn build(
-    layout: &Layout,
-    mfn_of: impl Fn(u64) -> Option<u64>,
-) -> Result<Vec<TableRun>, BuilderError> {
+pub fn build(layout: &Layout, mfn_of: impl Fn(u64) -> Option<u64>) -> Result<Vec<TableRun>, BuilderError> {
     let mut runs = Vec::new();
     for l in (0..LEVELS).rev() {
         let shift = PAGE_SHIFT + l as u32 * 9;
@@ -77,21 +74,18 @@ pub fn build(
                 let hi = table.to.min(child.to);
                 let p_s = (lo - table.from) >> shift;
                 let p_e = (hi - table.from) >> shift;
-                let mut pfn = ((lo - child.from) >> shift) + child.pfn;
-                for p in p_s..=p_e {
+                // Entry p_s maps the child table (or page) covering `lo`; the rest follow.
+                let first_pfn = ((lo - child.from) >> shift) + child.pfn;
+                for (p, pfn) in (p_s..=p_e).zip(first_pfn..) {
                     let mfn = mfn_of(pfn).ok_or(BuilderError::MissingMachineFrame { pfn })?;
                     let slot = usize::try_from(p)
                         .ok()
                         .and_then(|p| entries.get_mut(p))
                         .ok_or(BuilderError::Internal("page-table index out of range"))?;
                     *slot = (mfn << PAGE_SHIFT) | prot(layout, l, pfn);
-                    pfn += 1;
                 }
             }
-            runs.push(TableRun {
-                pfn: table.pfn,
-                entries,
-            });
+            runs.push(TableRun { pfn: table.pfn, entries });
         }
     }
     Ok(runs)

@@ -60,10 +60,7 @@ pub fn debian_notes() -> Vec<RawNote> {
         xen_u64(XEN_ELFNOTE_VIRT_BASE, DEBIAN_VIRT_BASE),
         xen_u64(XEN_ELFNOTE_INIT_P2M, DEBIAN_INIT_P2M),
         xen_u64(XEN_ELFNOTE_ENTRY, DEBIAN_ENTRY),
-        xen_str(
-            XEN_ELFNOTE_FEATURES,
-            "!writable_page_tables|pae_pgdir_above_4gb",
-        ),
+        xen_str(XEN_ELFNOTE_FEATURES, "!writable_page_tables|pae_pgdir_above_4gb"),
         xen_u32(XEN_ELFNOTE_SUPPORTED_FEATURES, 0x8801),
         xen_str(XEN_ELFNOTE_PAE_MODE, "yes"),
         (b"Xen\0".to_vec(), XEN_ELFNOTE_L1_MFN_VALID, l1_mfn_valid),
@@ -149,28 +146,12 @@ impl TestElf {
         let mut phdrs = Vec::new();
         let mut body = Vec::new();
         for s in &self.segs {
-            phdrs.push((
-                1u32,
-                7u32,
-                data_off as u64,
-                s.vaddr,
-                s.paddr,
-                s.data.len() as u64,
-                s.memsz,
-            ));
+            phdrs.push((1u32, 7u32, data_off as u64, s.vaddr, s.paddr, s.data.len() as u64, s.memsz));
             body.extend_from_slice(&s.data);
             data_off += s.data.len();
         }
         if !self.notes_in_section_only {
-            phdrs.push((
-                4,
-                4,
-                notes_off as u64,
-                0,
-                0,
-                notes.len() as u64,
-                notes.len() as u64,
-            ));
+            phdrs.push((4, 4, notes_off as u64, 0, 0, notes.len() as u64, notes.len() as u64));
         }
         let shoff = data_off.next_multiple_of(8);
         let mut f = Vec::new();

@@ -85,7 +85,11 @@ impl Layout {
         // The shim region's size depends on the M2P, which depends on where RAM ends: iterate.
         let mut m2p_frames = 0u64;
         for _ in 0..8 {
-            let shim_frames = fixed_frames + shim_image_frames + m2p_frames + page_table_frames(m2p_frames, shim_image_frames) + SHIM_FREE_FRAMES;
+            let shim_frames = fixed_frames
+                + shim_image_frames
+                + m2p_frames
+                + page_table_frames(m2p_frames, shim_image_frames)
+                + SHIM_FREE_FRAMES;
             let shim_start = SHIM_REGION_START / PAGE_SIZE;
             let ram_start = (shim_start + shim_frames).next_multiple_of(512); // 2 MiB aligned
             let ranges = split_ram(ram_start, pages);
@@ -114,7 +118,10 @@ impl Layout {
 
     /// Guest-physical regions to back with host memory.
     pub fn regions(&self) -> Vec<(GuestAddress, usize)> {
-        let mut v = vec![(GuestAddress(0), ((self.shim_region.first_mfn + self.shim_region.nr_frames) << 12) as usize)];
+        let mut v = vec![(
+            GuestAddress(0),
+            ((self.shim_region.first_mfn + self.shim_region.nr_frames) << 12) as usize,
+        )];
         for r in self.p2m.ranges() {
             v.push((GuestAddress(r.first_mfn << 12), (r.nr_frames << 12) as usize));
         }
@@ -139,7 +146,13 @@ impl Layout {
 /// Page-table frames the shim's own mappings need besides the direct map (see `shim_loader`).
 fn page_table_frames(m2p_frames: u64, image_frames: u64) -> u64 {
     // L4 + M2P (L3, L2s, L1s) + image (L3, L2, L1s) + direct map (L3, L2s for up to 512 GiB).
-    1 + 1 + div_ceil(m2p_frames, 512 * 512) + div_ceil(m2p_frames, 512) + 2 + div_ceil(image_frames, 512) + 1 + 512
+    1 + 1
+        + div_ceil(m2p_frames, 512 * 512)
+        + div_ceil(m2p_frames, 512)
+        + 2
+        + div_ceil(image_frames, 512)
+        + 1
+        + 512
 }
 
 /// RAM from `first_mfn`, `pages` long, split around the MMIO hole.

@@ -16,8 +16,7 @@ fn guest_main(start_info: &'static StartInfo) -> ! {
     // Checked before the first call into the page: unfilled, it is all int3 and the domain
     // would die without a word.
     // SAFETY: this kernel carries the page (`hypercall = page` above).
-    let bad_slot =
-        (0..page::SLOTS).find(|&nr| unsafe { page::slot(nr) } != page::expected_slot(nr));
+    let bad_slot = (0..page::SLOTS).find(|&nr| unsafe { page::slot(nr) } != page::expected_slot(nr));
     if bad_slot.is_some() {
         syscall_crash(b"not ok - hypercall page filled by the domain builder\n");
     }
