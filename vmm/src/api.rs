@@ -179,7 +179,7 @@ impl Domain {
         }
         // Images first: a wrong file is reported the same way with or without KVM.
         let kernel = load("kernel", &cfg.kernel)?;
-        builder::probe_kernel(&kernel)
+        let unpacked = builder::unpack_kernel(&kernel)
             .map_err(|source| Error::Kernel { path: cfg.kernel.describe(), source })?;
         let initrd = cfg.initrd.as_ref().map(|s| load("initrd", s)).transpose()?;
 
@@ -198,7 +198,7 @@ impl Domain {
             store_evtchn: STORE_EVTCHN,
             console_evtchn: CONSOLE_EVTCHN,
         };
-        let built = builder::build_domain(&mem, &layout.p2m, &spec)
+        let built = builder::build_domain_unpacked(&mem, &layout.p2m, &spec, &unpacked)
             .map_err(|source| Error::Kernel { path: cfg.kernel.describe(), source })?;
 
         let vm = Vm::new(kvm, &mem)?;

@@ -148,12 +148,25 @@ pub struct BuiltDomain {
     pub layout: Layout,
 }
 
+/// A kernel image unpacked to its ELF, with its Xen notes parsed and validated.
+pub struct UnpackedKernel<'a> {
+    elf: std::borrow::Cow<'a, [u8]>,
+    pub info: XenElfInfo,
+}
+
+/// Unpacks `image` (bzImage or ELF) once and validates its Xen notes. Decompressing a distro
+/// kernel is the most expensive step of building a domain; do it once and pass the result to
+/// [`build_domain_unpacked`].
+pub fn unpack_kernel(image: &[u8]) -> Result<UnpackedKernel<'_>, BuilderError> {
+    let (elf_bytes, format) = bzimage::unpack(image)?;
+    let info = parse_checked(&elf::Elf::parse(&elf_bytes)?, format)?;
+    Ok(UnpackedKernel { elf: elf_bytes, info })
+}
+
 /// Unpacks `image` and parses and validates its Xen notes, without any guest memory. The CLI
 /// uses this to reject a bad kernel before creating the VM.
 pub fn probe_kernel(image: &[u8]) -> Result<XenElfInfo, BuilderError> {
-    let (elf_bytes, format) = bzimage::unpack(image)?;
-    let elf = elf::Elf::parse(&elf_bytes)?;
-    parse_checked(&elf, format)
+    unpack_kernel(image).map(|k| k.info)
 }
 
 fn parse_checked(elf: &elf::Elf<'_>, format: ImageFormat) -> Result<XenElfInfo, BuilderError> {
@@ -188,9 +201,25 @@ pub fn build_domain<M: GuestMemory>(
     if spec.cmdline.as_bytes().contains(&0) {
         return Err(BuilderError::CmdlineHasNul);
     }
-    let (elf_bytes, format) = bzimage::unpack(spec.kernel)?;
-    let elf = elf::Elf::parse(&elf_bytes)?;
-    let info = parse_checked(&elf, format)?;
+    build_domain_unpacked(mem, p2m, spec, &unpack_kernel(spec.kernel)?)
+}
+
+/// [`build_domain`] for a kernel already unpacked by [`unpack_kernel`]; `spec.kernel` is not
+/// read again.
+pub fn build_domain_unpacked<M: GuestMemory>(
+    mem: &M,
+    p2m: &P2m,
+    spec: &DomainSpec,
+    kernel: &UnpackedKernel<'_>,
+) -> Result<BuiltDomain, BuilderError> {
+    if spec.cmdline.len() >= MAX_GUEST_CMDLINE {
+        return Err(BuilderError::CmdlineTooLong { len: spec.cmdline.len() });
+    }
+    if spec.cmdline.as_bytes().contains(&0) {
+        return Err(BuilderError::CmdlineHasNul);
+    }
+    let elf = elf::Elf::parse(&kernel.elf)?;
+    let info = kernel.info.clone();
 
     let initrd = spec.initrd.filter(|i| !i.is_empty());
     let nr_pages = p2m.nr_pages();
