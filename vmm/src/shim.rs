@@ -2,8 +2,8 @@
 //! hole, its own page tables (M2P, image, direct map), the M2P contents, shared_info, and the
 //! `BootInfo` page it starts from.
 
+use crate::builder::elf::{Elf, PF_W, PF_X, PT_LOAD};
 use crate::memory::{FrameAlloc, Layout, PAGE_SIZE};
-use goblin::elf::{program_header::PT_LOAD, Elf};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use xen_abi::hostcall::*;
 use xen_abi::xen::{SharedInfo, MACH2PHYS_VIRT_START, XEN_LEGACY_MAX_VCPUS};
@@ -47,10 +47,9 @@ impl ShimImage {
     pub fn parse(elf_bytes: &[u8]) -> Result<ShimImage, ShimError> {
         let elf = Elf::parse(elf_bytes).map_err(|e| ShimError::BadImage(e.to_string()))?;
         let mut segments = Vec::new();
-        for ph in elf.program_headers.iter().filter(|p| p.p_type == PT_LOAD) {
-            let start = ph.p_offset as usize;
-            let data = elf_bytes
-                .get(start..start + ph.p_filesz as usize)
+        for ph in elf.phdrs.iter().filter(|p| p.p_type == PT_LOAD) {
+            let data = crate::builder::elf::file_range(elf_bytes, ph.p_offset, ph.p_filesz)
+                .and_then(|r| elf_bytes.get(r))
                 .ok_or_else(|| ShimError::BadImage("segment beyond the file".into()))?;
             if ph.p_vaddr % PAGE_SIZE != 0
                 || ph.p_vaddr < SHIM_IMAGE_BASE
@@ -65,14 +64,14 @@ impl ShimImage {
                 vaddr: ph.p_vaddr,
                 memsz: ph.p_memsz,
                 data: data.to_vec(),
-                writable: ph.is_write(),
-                executable: ph.is_executable(),
+                writable: ph.p_flags & PF_W != 0,
+                executable: ph.p_flags & PF_X != 0,
             });
         }
         if segments.is_empty() {
             return Err(ShimError::BadImage("no loadable segments".into()));
         }
-        Ok(ShimImage { segments, entry: elf.entry })
+        Ok(ShimImage { segments, entry: elf.e_entry })
     }
 
     /// Frames the image occupies in memory.

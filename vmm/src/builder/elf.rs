@@ -16,9 +16,9 @@ const EM_X86_64: u16 = 62;
 pub const PT_LOAD: u32 = 1;
 pub const PT_NOTE: u32 = 4;
 pub const SHT_NOTE: u32 = 7;
-const PF_X: u32 = 1;
-const PF_W: u32 = 2;
-const PF_R: u32 = 4;
+pub const PF_X: u32 = 1;
+pub const PF_W: u32 = 2;
+pub const PF_R: u32 = 4;
 
 const EHDR_SIZE: usize = 64;
 const PHDR_SIZE: usize = 56;

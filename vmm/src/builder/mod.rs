@@ -21,7 +21,7 @@
 //! the shim's own additions to the page tables (`_PAGE_USER`, hypervisor L4 slots).
 
 mod bzimage;
-mod elf;
+pub mod elf;
 mod elfnotes;
 mod hypercall_page;
 mod layout;
