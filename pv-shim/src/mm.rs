@@ -74,19 +74,29 @@ pub fn translate<M: Machine>(m: &M, l4: u64, va: u64, write: bool) -> Result<u64
     Ok(table | (va & (PAGE_SIZE - 1)))
 }
 
+/// Splits `[va, va + len)` into `(va, offset, n)` pieces that do not cross a page boundary.
+fn page_chunks(va: u64, len: usize) -> impl Iterator<Item = (u64, usize, usize)> {
+    let mut done = 0usize;
+    core::iter::from_fn(move || {
+        if done >= len {
+            return None;
+        }
+        let cur = va.wrapping_add(done as u64);
+        let n = ((PAGE_SIZE - (cur & (PAGE_SIZE - 1))) as usize).min(len - done);
+        let piece = (cur, done, n);
+        done += n;
+        Some(piece)
+    })
+}
+
 /// Copies guest memory at `va` (through the L4 `cr3`) into `buf`, page by page.
 pub fn copy_from_guest<M: Machine>(m: &M, cr3: u64, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
     if !guest_range_ok(va, buf.len() as u64) {
         return Err(Errno::EFAULT);
     }
-    let mut done = 0usize;
-    while done < buf.len() {
-        let cur = va + done as u64;
-        let in_page = (PAGE_SIZE - (cur & (PAGE_SIZE - 1))) as usize;
-        let n = in_page.min(buf.len() - done);
+    for (cur, off, n) in page_chunks(va, buf.len()) {
         let maddr = translate(m, cr3, cur, false)?;
-        m.read_phys(maddr, &mut buf[done..done + n])?;
-        done += n;
+        m.read_phys(maddr, &mut buf[off..off + n])?;
     }
     Ok(())
 }
@@ -97,14 +107,9 @@ pub fn copy_to_guest<M: Machine>(m: &mut M, cr3: u64, va: u64, buf: &[u8]) -> Re
     if !guest_range_ok(va, buf.len() as u64) {
         return Err(Errno::EFAULT);
     }
-    let mut done = 0usize;
-    while done < buf.len() {
-        let cur = va + done as u64;
-        let in_page = (PAGE_SIZE - (cur & (PAGE_SIZE - 1))) as usize;
-        let n = in_page.min(buf.len() - done);
+    for (cur, off, n) in page_chunks(va, buf.len()) {
         let maddr = translate(m, cr3, cur, true)?;
-        m.write_phys(maddr, &buf[done..done + n])?;
-        done += n;
+        m.write_phys(maddr, &buf[off..off + n])?;
     }
     Ok(())
 }
