@@ -33,8 +33,7 @@ fn write<M: Machine>(s: &mut Shim<M>, buf: u64, count: i32) -> Result<u64, Errno
         let n = (left as usize).min(CHUNK);
         // As in Xen, text before a bad byte is still printed; the call then fails.
         mm::copy_from_guest(&s.m, s.cr3(), va, &mut chunk[..n])?;
-        s.m.stats().hostcalls += 1;
-        s.m.hostcall(HC_CONSOLE_WRITE, [n as u64, 0, 0, 0, 0], &chunk[..n]);
+        s.hostcall(HC_CONSOLE_WRITE, [n as u64, 0, 0, 0, 0], &chunk[..n]);
         left -= n as u64;
         va = va.wrapping_add(n as u64);
     }

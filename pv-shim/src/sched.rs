@@ -16,8 +16,7 @@ pub fn sched_op<M: Machine>(s: &mut Shim<M>, a: Args) -> Result<u64, Errno> {
             let arg: SchedShutdown = mm::read_guest(&s.m, s.cr3(), a.0[1])?;
             // Xen passes the reason on as a u8 and accepts any value.
             let reason = u64::from(arg.reason as u8);
-            s.m.stats().hostcalls += 1;
-            s.m.hostcall(HC_SHUTDOWN, [reason, 0, 0, 0, 0], &[]);
+            s.hostcall(HC_SHUTDOWN, [reason, 0, 0, 0, 0], &[]);
             s.set_dead();
             Ok(0)
         }

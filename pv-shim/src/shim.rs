@@ -76,6 +76,12 @@ impl<M: Machine> Shim<M> {
         self.dead
     }
 
+    /// The one door to the VMM: every hostcall is a VM exit, so every one is counted here.
+    pub fn hostcall(&mut self, nr: u32, args: [u64; 5], data: &[u8]) -> i64 {
+        self.m.stats().hostcalls += 1;
+        self.m.hostcall(nr, args, data)
+    }
+
     /// Marks the domain dead after a hostcall that ended it.
     pub(crate) fn set_dead(&mut self) {
         self.dead = true;
@@ -112,8 +118,7 @@ impl<M: Machine> Shim<M> {
         r.regs = regs.to_report(cr2, self.cr3());
         let mut w = crate::console::ByteWriter::new(&mut r.message);
         let _ = core::fmt::write(&mut w, why);
-        self.m.stats().hostcalls += 1;
-        self.m.hostcall(HC_DOMAIN_CRASH, [0; 5], r.as_bytes());
+        self.hostcall(HC_DOMAIN_CRASH, [0; 5], r.as_bytes());
         self.dead = true;
         Outcome::Dead
     }
