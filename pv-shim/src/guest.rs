@@ -74,8 +74,8 @@ impl GuestRegs {
     }
 }
 
-/// Per-vCPU PV state (Xen's `struct pv_vcpu`, the part that exists so far).
-#[derive(Clone, Copy, Debug, Default)]
+/// Per-vCPU PV state (Xen's `struct pv_vcpu`). Each area module owns its part.
+#[derive(Clone, Debug)]
 pub struct Vcpu {
     pub id: u32,
     /// Guest kernel mode (Xen's `TF_kernel_mode`); guest user mode otherwise.
@@ -84,9 +84,51 @@ pub struct Vcpu {
     pub guest_table: u64,
     /// Machine address of the user L4 (`guest_table_user`), 0 when none.
     pub guest_table_user: u64,
+    /// Stack for entering the kernel from user mode (`stack_switch`); `kernel_ss` has RPL 3.
+    pub kernel_ss: u16,
+    pub kernel_sp: u64,
+    /// Virtual IDT and callbacks (`traps`).
+    pub traps: crate::traps::TrapState,
+    /// Machine address of this vCPU's `vcpu_info` (in shared_info until the guest registers
+    /// its own with VCPUOP_register_vcpu_info).
+    pub vcpu_info: u64,
+    /// True once VCPUOP_register_vcpu_info moved `vcpu_info`.
+    pub vcpu_info_registered: bool,
+    /// Virtual CR0.TS (`fpu_taskswitch`, `clts`, `mov cr0`).
+    pub virt_ts: bool,
+    /// Guest-controlled CR4 bits (Xen `pv_fixup_guest_cr4`), as the guest last wrote them.
+    pub virt_cr4: u64,
+    /// Virtual I/O privilege level (PHYSDEVOP_set_iopl), 0..=3.
+    pub iopl: u32,
+    /// Virtual debug registers DR0-DR7 (`set_debugreg`); DR4/5 unused.
+    pub dr: [u64; 8],
+    /// Emulator state (`emul`).
+    pub emul: crate::emul::EmulState,
+    /// Timers and runstate (`time`).
+    pub time: crate::time::VcpuTime,
 }
 
 impl Vcpu {
+    pub fn new(id: u32, guest_table: u64, vcpu_info: u64) -> Vcpu {
+        Vcpu {
+            id,
+            kernel_mode: true,
+            guest_table,
+            guest_table_user: 0,
+            kernel_ss: 0,
+            kernel_sp: 0,
+            traps: Default::default(),
+            vcpu_info,
+            vcpu_info_registered: false,
+            virt_ts: false,
+            virt_cr4: 0,
+            iopl: 0,
+            dr: [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400],
+            emul: Default::default(),
+            time: Default::default(),
+        }
+    }
+
     /// The L4 the hardware uses now.
     pub fn current_cr3(&self) -> u64 {
         if self.kernel_mode {

@@ -4,7 +4,7 @@
 use crate::guest::GuestRegs;
 use crate::machine::Machine;
 use crate::shim::{Outcome, Shim};
-use crate::{console, sched, version};
+use crate::{console, event, sched, time, vcpu_op, version};
 use xen_abi::hypercall::*;
 use xen_abi::Errno;
 
@@ -39,6 +39,9 @@ impl<M: Machine> Shim<M> {
             HYPERVISOR_CONSOLE_IO => console::console_io(self, a),
             HYPERVISOR_SCHED_OP => sched::sched_op(self, a),
             HYPERVISOR_XEN_VERSION => version::xen_version(self, a),
+            HYPERVISOR_EVENT_CHANNEL_OP => event::event_channel_op(self, a),
+            HYPERVISOR_VCPU_OP => vcpu_op::vcpu_op(self, a),
+            HYPERVISOR_SET_TIMER_OP => time::set_timer_op(self, a),
             _ => Err(Errno::ENOSYS),
         }
     }

@@ -9,12 +9,18 @@
 #![deny(unsafe_code)]
 
 pub mod console;
+pub mod emul;
+pub mod event;
 pub mod guest;
 pub mod hypercall;
 pub mod machine;
+pub mod misc;
 pub mod mm;
 pub mod sched;
 pub mod shim;
+pub mod time;
+pub mod traps;
+pub mod vcpu_op;
 pub mod version;
 
 #[cfg(target_os = "none")]

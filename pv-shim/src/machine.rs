@@ -1,8 +1,17 @@
-//! The shim's view of the machine: machine (= KVM guest-physical) memory and the hostcall door
-//! to the VMM. `arch` implements it over the direct map; tests implement it over a `Vec`.
+//! The shim's view of the machine: machine (= KVM guest-physical) memory, the hostcall door to
+//! the VMM, the event mailbox, and the handful of CPU operations the PV logic needs. `arch`
+//! implements it on the real CPU; tests implement it over a `Vec` and plain fields.
 
 use xen_abi::hostcall::ShimStats;
 use xen_abi::Errno;
+
+/// Model-specific registers the PV logic reads or writes on the real CPU.
+pub const MSR_FS_BASE: u32 = 0xc000_0100;
+/// The active GS base (the guest kernel's while in guest kernel mode).
+pub const MSR_GS_BASE: u32 = 0xc000_0101;
+/// The inactive GS base (`swapgs` exchanges it with [`MSR_GS_BASE`]).
+pub const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
+pub const MSR_TSC_AUX: u32 = 0xc000_0103;
 
 pub trait Machine {
     /// Copies `buf.len()` bytes of machine memory at `maddr` into `buf`.
@@ -15,6 +24,49 @@ pub trait Machine {
     fn hostcall(&mut self, nr: u32, args: [u64; 5], data: &[u8]) -> i64;
     /// The statistics page the VMM reads at exit.
     fn stats(&mut self) -> &mut ShimStats;
+
+    // ---- Event mailbox (xen_abi::hostcall::EventMailbox) ----
+    /// Atomically sets guest port `port` in `to_host` and rings the doorbell (ioeventfd).
+    fn notify_host(&mut self, port: u32);
+    /// Atomically takes (swaps with 0) mailbox word `i` of `to_guest`.
+    fn take_host_events(&mut self, word: usize) -> u64;
+
+    // ---- Time and interrupts ----
+    /// The time-stamp counter.
+    fn rdtsc(&self) -> u64;
+    /// Arms the local APIC one-shot timer to fire after `ticks` timer ticks
+    /// (`BootInfo::lapic_timer_hz`), or disarms it with `None`.
+    fn arm_timer(&mut self, ticks: Option<u32>);
+    /// Sleeps (`sti; hlt; cli`) until the next hardware interrupt; returns after it was taken.
+    /// An interrupt that arrived since the last call returns at once.
+    fn wait_for_interrupt(&mut self);
+
+    // ---- CPU state the PV ABI lets the guest control ----
+    /// Reads an MSR the shim knows exists (the `MSR_*` of this module).
+    fn read_msr(&self, msr: u32) -> u64;
+    /// Writes an MSR; the caller checked the value (canonical bases) so it cannot #GP.
+    fn write_msr(&mut self, msr: u32, v: u64);
+    /// `swapgs`: exchanges the active and inactive GS bases.
+    fn swapgs(&mut self);
+    /// Loads CR3 (a machine address whose hypervisor slots are installed).
+    fn load_cr3(&mut self, cr3: u64);
+    /// Flushes the TLB (all non-global entries).
+    fn flush_tlb(&mut self);
+    /// Sets or clears the real CR0.TS (lazy FPU: the guest's next FPU use raises #NM).
+    fn set_cr0_ts(&mut self, ts: bool);
+    fn read_cr0(&self) -> u64;
+    fn read_cr4(&self) -> u64;
+    fn write_cr4(&mut self, v: u64);
+    /// `xsetbv`. The caller validates `v` against the CPU's XCR0 rules first (a #GP here
+    /// is a shim bug); `Err` when a host mock refuses it.
+    fn xsetbv(&mut self, index: u32, v: u64) -> Result<(), Errno>;
+    fn xgetbv(&self, index: u32) -> u64;
+    /// Executes `cpuid` (answered by KVM from the VMM's PV CPUID policy).
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
+    /// Loads debug register `n` (0-3, 6, 7); the caller validated the value.
+    fn write_dr(&mut self, n: u32, v: u64);
+    fn read_dr(&self, n: u32) -> u64;
+    fn wbinvd(&mut self);
 
     fn read_u64(&self, maddr: u64) -> Result<u64, Errno> {
         let mut b = [0u8; 8];

@@ -37,6 +37,12 @@ pub struct Shim<M: Machine> {
     pub boot: BootInfo,
     pub own: Ownership,
     pub vcpu: Vcpu,
+    /// Event channels of the domain (`event`).
+    pub ev: crate::event::EventChannels,
+    /// Domain-wide time (`time`).
+    pub time: crate::time::DomainTime,
+    /// Enabled `VMASST_TYPE_*` bits (`vm_assist`).
+    pub vm_assist: u64,
     dead: bool,
 }
 
@@ -50,9 +56,10 @@ impl<M: Machine> Shim<M> {
             return Err(BootError::VersionMismatch { vmm: boot.version, shim: HOSTCALL_VERSION });
         }
         let own = Ownership::from_boot(&boot);
-        let vcpu =
-            Vcpu { id: 0, kernel_mode: true, guest_table: boot.guest_l4_mfn << 12, guest_table_user: 0 };
-        Ok(Shim { m, boot, own, vcpu, dead: false })
+        let vcpu = Vcpu::new(0, boot.guest_l4_mfn << 12, boot.shared_info_mfn << 12);
+        let ev = crate::event::EventChannels::new(&boot);
+        let time = crate::time::DomainTime::new(&boot);
+        Ok(Shim { m, boot, own, vcpu, ev, time, vm_assist: 0, dead: false })
     }
 
     /// Adopts the initial page tables and returns vCPU 0's first guest frame
@@ -60,6 +67,7 @@ impl<M: Machine> Shim<M> {
     pub fn boot_domain(&mut self, hole: &HoleEntries) -> Result<GuestRegs, BootError> {
         mm::adopt_initial_tables(&mut self.m, &self.own, self.boot.guest_l4_mfn, hole)
             .map_err(BootError::InitialTables)?;
+        self.init_time();
         Ok(GuestRegs {
             rip: self.boot.guest_rip,
             rsp: self.boot.guest_rsp,

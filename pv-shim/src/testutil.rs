@@ -10,6 +10,27 @@ pub struct MockMachine {
     pub mem: Vec<u8>,
     pub hostcalls: Vec<(u32, [u64; 5], Vec<u8>)>,
     pub stats: ShimStats,
+    /// Ports posted to the VMM, in order.
+    pub notified: Vec<u32>,
+    /// What the "VMM" raised for the guest.
+    pub to_guest: [u64; 64],
+    /// The TSC; `wait_for_interrupt` advances it to the armed timer's expiry.
+    pub tsc: u64,
+    /// TSC ticks per timer tick when `wait_for_interrupt` fast-forwards.
+    pub tsc_per_timer_tick: u64,
+    pub timer: Option<u32>,
+    /// How often the guest slept in `wait_for_interrupt`.
+    pub waits: u32,
+    pub msrs: std::collections::BTreeMap<u32, u64>,
+    pub cr0: u64,
+    pub cr4: u64,
+    pub cr3_loads: Vec<u64>,
+    pub tlb_flushes: u32,
+    pub xcr0: u64,
+    pub dr: [u64; 8],
+    pub wbinvds: u32,
+    /// Answers of `cpuid`, by (leaf, subleaf); missing leaves answer zeros.
+    pub cpuid: std::collections::BTreeMap<(u32, u32), [u32; 4]>,
 }
 
 impl MockMachine {
@@ -18,6 +39,23 @@ impl MockMachine {
             mem: vec![0; (frames * 4096) as usize],
             hostcalls: Vec::new(),
             stats: ShimStats::new_zeroed(),
+            notified: Vec::new(),
+            to_guest: [0; 64],
+            tsc: 1_000_000,
+            tsc_per_timer_tick: 1,
+            timer: None,
+            waits: 0,
+            msrs: Default::default(),
+            // PE, MP, ET, NE, WP, PG as a 64-bit kernel runs.
+            cr0: 0x8005_0033,
+            // PAE, OSFXSR, OSXMMEXCPT.
+            cr4: 0x620,
+            cr3_loads: Vec::new(),
+            tlb_flushes: 0,
+            xcr0: 1,
+            dr: [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400],
+            wbinvds: 0,
+            cpuid: Default::default(),
         }
     }
 
@@ -64,6 +102,100 @@ impl Machine for MockMachine {
 
     fn stats(&mut self) -> &mut ShimStats {
         &mut self.stats
+    }
+
+    fn notify_host(&mut self, port: u32) {
+        self.notified.push(port);
+    }
+
+    fn take_host_events(&mut self, word: usize) -> u64 {
+        self.to_guest.get_mut(word).map(core::mem::take).unwrap_or(0)
+    }
+
+    fn rdtsc(&self) -> u64 {
+        self.tsc
+    }
+
+    fn arm_timer(&mut self, ticks: Option<u32>) {
+        self.timer = ticks;
+    }
+
+    fn wait_for_interrupt(&mut self) {
+        self.waits += 1;
+        match self.timer.take() {
+            Some(t) => self.tsc += u64::from(t) * self.tsc_per_timer_tick,
+            None => self.tsc += 1,
+        }
+    }
+
+    fn read_msr(&self, msr: u32) -> u64 {
+        self.msrs.get(&msr).copied().unwrap_or(0)
+    }
+
+    fn write_msr(&mut self, msr: u32, v: u64) {
+        self.msrs.insert(msr, v);
+    }
+
+    fn swapgs(&mut self) {
+        let a = self.read_msr(crate::machine::MSR_GS_BASE);
+        let b = self.read_msr(crate::machine::MSR_KERNEL_GS_BASE);
+        self.write_msr(crate::machine::MSR_GS_BASE, b);
+        self.write_msr(crate::machine::MSR_KERNEL_GS_BASE, a);
+    }
+
+    fn load_cr3(&mut self, cr3: u64) {
+        self.cr3_loads.push(cr3);
+    }
+
+    fn flush_tlb(&mut self) {
+        self.tlb_flushes += 1;
+    }
+
+    fn set_cr0_ts(&mut self, ts: bool) {
+        self.cr0 = if ts { self.cr0 | 8 } else { self.cr0 & !8 };
+    }
+
+    fn read_cr0(&self) -> u64 {
+        self.cr0
+    }
+
+    fn read_cr4(&self) -> u64 {
+        self.cr4
+    }
+
+    fn write_cr4(&mut self, v: u64) {
+        self.cr4 = v;
+    }
+
+    fn xsetbv(&mut self, index: u32, v: u64) -> Result<(), Errno> {
+        // x87 must stay enabled, AVX needs SSE; only XCR0 exists.
+        if index != 0 || v & 1 == 0 || (v & 4 != 0 && v & 2 == 0) || v & !0x7 != 0 {
+            return Err(Errno::EINVAL);
+        }
+        self.xcr0 = v;
+        Ok(())
+    }
+
+    fn xgetbv(&self, _index: u32) -> u64 {
+        self.xcr0
+    }
+
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        self.cpuid.get(&(leaf, subleaf)).copied().unwrap_or_default()
+    }
+
+    fn write_dr(&mut self, n: u32, v: u64) {
+        if let Some(d) = self.dr.get_mut(n as usize) {
+            *d = v;
+        }
+    }
+
+    fn read_dr(&self, n: u32) -> u64 {
+        self.dr.get(n as usize).copied().unwrap_or(0)
+    }
+
+    fn wbinvd(&mut self) {
+        self.wbinvds += 1;
     }
 }
 

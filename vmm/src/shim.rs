@@ -80,10 +80,18 @@ impl ShimImage {
     }
 }
 
-/// Frames of shim data allocated before the image: boot info, hostcall pages, stats, shared_info.
+/// Frames of shim data allocated before the image: boot info, hostcall pages, stats,
+/// shared_info, the event mailbox.
 pub fn fixed_frames(nr_vcpus: u32) -> u64 {
-    3 + u64::from(nr_vcpus)
+    4 + u64::from(nr_vcpus)
 }
+
+/// The domain id the guest runs as (domain 0 is the VMM).
+pub const GUEST_DOMID: u16 = 1;
+/// KVM's local APIC timer runs at its 1 GHz bus clock with divide-by-1.
+const LAPIC_TIMER_HZ: u64 = 1_000_000_000;
+const PCD: u64 = 1 << 4;
+const PWT: u64 = 1 << 3;
 
 /// Where the shim's pieces ended up.
 #[derive(Debug, Clone)]
@@ -94,6 +102,7 @@ pub struct PlacedShim {
     pub hostcall_gpa: Vec<u64>,
     pub stats_gpa: u64,
     pub shared_info_mfn: u64,
+    pub mailbox_gpa: u64,
     boot: BootInfo,
 }
 
@@ -177,7 +186,9 @@ pub fn place(
     let hostcall = alloc.alloc(u64::from(nr_vcpus));
     let stats = alloc.alloc(1).first_mfn;
     let shared_info = alloc.alloc(1).first_mfn;
-    debug_assert_eq!(fixed_frames(nr_vcpus), 3 + hostcall.nr_frames);
+    let mailbox = alloc.alloc(1).first_mfn;
+    mem.write_slice(&[0u8; 4096], GuestAddress(mailbox << 12))?;
+    debug_assert_eq!(fixed_frames(nr_vcpus), 4 + hostcall.nr_frames);
 
     // shared_info starts zeroed with every vCPU's events masked (libxc shared_info_x86_64).
     let mut si = SharedInfo::new_zeroed();
@@ -218,6 +229,8 @@ pub fn place(
             t.map(s.vaddr + i * PAGE_SIZE, (r.first_mfn + i) << 12, 1, flags, P | RW)?;
         }
     }
+    // Slot 261: the local APIC page, supervisor-only, uncached, no-execute.
+    t.map(LAPIC_VIRT, LAPIC_PHYS, 1, P | RW | PCD | PWT | NX, P | RW)?;
     // Slot 262: all machine memory, 2 MiB pages, supervisor-only, no-execute.
     let mut gpa = 0;
     while gpa < layout.max_mfn << 12 {
@@ -240,6 +253,9 @@ pub fn place(
         *slot = hostcall.first_mfn + i as u64;
     }
     boot.stats_mfn = stats;
+    boot.mailbox_mfn = mailbox;
+    boot.domid = GUEST_DOMID;
+    boot.lapic_timer_hz = LAPIC_TIMER_HZ;
     boot.shim_free = alloc.remaining();
 
     Ok(PlacedShim {
@@ -249,6 +265,7 @@ pub fn place(
         hostcall_gpa: (0..u64::from(nr_vcpus)).map(|i| (hostcall.first_mfn + i) << 12).collect(),
         stats_gpa: stats << 12,
         shared_info_mfn: shared_info,
+        mailbox_gpa: mailbox << 12,
         boot,
     })
 }

@@ -17,7 +17,7 @@
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Bumped whenever any struct or number in this module changes meaning.
-pub const HOSTCALL_VERSION: u32 = 1;
+pub const HOSTCALL_VERSION: u32 = 2;
 /// `BootInfo::magic`: "XENVMMBI".
 pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"XENVMMBI");
 
@@ -30,11 +30,67 @@ pub const M2P_L4_SLOT: usize = 256;
 /// L4 slot 260: the shim's image (text, data, bss), supervisor-only.
 pub const SHIM_IMAGE_L4_SLOT: usize = 260;
 pub const SHIM_IMAGE_BASE: u64 = 0xffff_8200_0000_0000;
+/// L4 slot 261: device MMIO the shim drives (the local APIC page at [`LAPIC_VIRT`]),
+/// supervisor-only, no-execute, uncached.
+pub const MMIO_L4_SLOT: usize = 261;
+pub const MMIO_BASE: u64 = 0xffff_8280_0000_0000;
+/// Where the shim sees the local APIC (guest-physical [`LAPIC_PHYS`]).
+pub const LAPIC_VIRT: u64 = MMIO_BASE;
+pub const LAPIC_PHYS: u64 = 0xfee0_0000;
 /// L4 slot 262: all guest-physical (= machine) memory, supervisor-only, no-execute.
 pub const DIRECTMAP_L4_SLOT: usize = 262;
 pub const DIRECTMAP_BASE: u64 = 0xffff_8300_0000_0000;
 /// How much machine memory the direct map can cover (one L4 slot).
 pub const DIRECTMAP_SIZE: u64 = 1 << 39;
+
+/// The I/O port the shim writes to after posting ports in [`EventMailbox::to_host`]. The VMM
+/// registers it with KVM_IOEVENTFD, so the write wakes the VMM's event thread inside KVM
+/// without a userspace exit on the vCPU.
+pub const DOORBELL_PORT: u16 = 0x0512;
+
+/// Interrupt vectors the shim programs. The VMM's irqfd raises [`VECTOR_HOST_EVENT`] as an MSI
+/// to vCPU 0's local APIC (KVM GSI routing); the shim's LAPIC one-shot timer uses
+/// [`VECTOR_TIMER`]; [`VECTOR_SPURIOUS`] is the LAPIC's spurious vector.
+pub const VECTOR_HOST_EVENT: u8 = 0xf0;
+pub const VECTOR_TIMER: u8 = 0xf1;
+pub const VECTOR_SPURIOUS: u8 = 0xff;
+
+/// Event-channel ports the 2-level ABI has (`EVTCHN_2L_NR_CHANNELS`), as mailbox words.
+pub const MAILBOX_WORDS: usize = 64;
+
+/// The page through which event-channel notifications cross between the shim and the VMM
+/// (host = Xen's domain 0). Bits are indexed by the *guest's* port number. Both sides only
+/// ever use atomic read-modify-write on these words.
+///
+/// ```text
+///  guest EVTCHNOP_send(p), p bound to dom0 ─► shim: to_host[p] |= bit; out DOORBELL_PORT
+///                                             └► KVM ioeventfd ─► VMM event thread: swap words
+///  VMM: to_guest[p] |= bit; write irqfd ─► MSI VECTOR_HOST_EVENT ─► shim: swap words, mark
+///                                             each port pending as EVTCHNOP_send would
+/// ```
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct EventMailbox {
+    /// Ports the guest notified, for the VMM (set by the shim, cleared by the VMM).
+    pub to_host: [u64; MAILBOX_WORDS],
+    /// Ports the VMM raised, for the guest (set by the VMM, cleared by the shim).
+    pub to_guest: [u64; MAILBOX_WORDS],
+}
+
+/// Most ports the VMM binds before boot (console, xenstore, test ports).
+pub const MAX_HOST_PORTS: usize = 8;
+
+/// A guest port the VMM (as domain 0) has bound before boot: Xen's toolstack allocates these
+/// with `EVTCHNOP_alloc_unbound` and the daemons bind to them, so the guest finds them
+/// already interdomain-bound to domain 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct HostPort {
+    /// The guest's port number.
+    pub port: u32,
+    /// The VMM's (domain 0's) port number at the other end.
+    pub remote_port: u32,
+}
 
 /// Most vCPUs the boot protocol describes.
 pub const MAX_VCPUS: usize = 32;
@@ -88,7 +144,20 @@ pub struct BootInfo {
     /// Host wall-clock time at VM creation (UNIX seconds, nanoseconds).
     pub wallclock_sec: u64,
     pub wallclock_nsec: u32,
-    pub _pad1: u32,
+    /// The domain's id (Xen's domid; 0 is the VMM).
+    pub domid: u16,
+    pub _pad1: u16,
+    /// Frequency of the local APIC timer in Hz (KVM: 1 GHz bus, divide-by-1).
+    pub lapic_timer_hz: u64,
+    /// Machine frame of the [`EventMailbox`].
+    pub mailbox_mfn: u64,
+    /// Ports bound to the VMM before boot (`nr_host_ports` valid entries).
+    pub host_ports: [HostPort; MAX_HOST_PORTS],
+    pub nr_host_ports: u32,
+    /// Domain-0 ports the VMM left unbound for this domain: the guest may
+    /// `EVTCHNOP_bind_interdomain` to them (`nr_host_unbound` valid entries).
+    pub nr_host_unbound: u32,
+    pub host_unbound: [u32; MAX_HOST_PORTS],
 }
 
 // ---- Hostcalls ----
@@ -190,6 +259,53 @@ pub struct ShimStats {
     pub bounced: [u64; 32],
     /// Hostcalls made (each one is a VM exit to the VMM).
     pub hostcalls: u64,
+    /// Instructions emulated behind #GP/#UD, by [`EmulKind`] index.
+    pub emulated: [u64; 16],
+    /// Event upcalls delivered to the guest's event callback.
+    pub upcalls: u64,
+    /// Guest system calls (SYSCALL from guest user mode) bounced to the kernel.
+    pub syscalls: u64,
+    /// Hardware interrupts taken by the shim, by source: [0] host events, [1] timer, [2] other.
+    pub interrupts: [u64; 3],
+    /// Event-channel notifications sent to the VMM (doorbell writes).
+    pub doorbells: u64,
+    /// Ports raised by the VMM (taken from the mailbox).
+    pub host_raised: u64,
+    /// Ports raised on VIRQ_TIMER.
+    pub timer_fired: u64,
+}
+
+/// Index of [`ShimStats::emulated`]: what the shim emulated for the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum EmulKind {
+    ForcedCpuid = 0,
+    Rdmsr = 1,
+    Wrmsr = 2,
+    ReadCr = 3,
+    WriteCr = 4,
+    PortIo = 5,
+    Xsetbv = 6,
+    Wbinvd = 7,
+    Clts = 8,
+    Rdtsc = 9,
+    Other = 10,
+}
+
+impl EmulKind {
+    pub const NAMES: [&'static str; 11] = [
+        "forced cpuid",
+        "rdmsr",
+        "wrmsr",
+        "mov from cr",
+        "mov to cr",
+        "port i/o",
+        "xsetbv",
+        "wbinvd",
+        "clts",
+        "rdtsc",
+        "other",
+    ];
 }
 
 #[cfg(test)]

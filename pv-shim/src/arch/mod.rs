@@ -2,6 +2,7 @@
 //! map of machine memory, and the I/O-port door to the VMM. Everything else is safe Rust in the
 //! crate's other modules, which this module drives.
 
+pub mod apic;
 pub mod desc;
 pub mod entry;
 
@@ -9,11 +10,12 @@ use crate::guest::{GuestRegs, VECTOR_SYSCALL};
 use crate::machine::Machine;
 use crate::shim::{HoleEntries, Outcome, Shim};
 use core::ptr::{addr_of, addr_of_mut};
-use xen_abi::hostcall::HostcallPage;
+use core::sync::atomic::{AtomicU64, Ordering};
 use xen_abi::hostcall::{
     BootInfo, FatalReport, ShimStats, DIRECTMAP_BASE, FATAL_MODE_SHIM, HC_SHIM_PANIC, HOSTCALL_DATA_SIZE,
     HOSTCALL_PORT,
 };
+use xen_abi::hostcall::{EventMailbox, HostcallPage, DOORBELL_PORT, MAILBOX_WORDS};
 use xen_abi::Errno;
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -22,9 +24,7 @@ const MSR_STAR: u32 = 0xc000_0081;
 const MSR_LSTAR: u32 = 0xc000_0082;
 const MSR_CSTAR: u32 = 0xc000_0083;
 const MSR_SFMASK: u32 = 0xc000_0084;
-const MSR_FS_BASE: u32 = 0xc000_0100;
-const MSR_GS_BASE: u32 = 0xc000_0101;
-const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
+use crate::machine::{MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE};
 const MSR_PAT: u32 = 0x277;
 const EFER_SCE: u64 = 1 << 0;
 const EFER_NXE: u64 = 1 << 11;
@@ -76,11 +76,16 @@ fn halt_forever() -> ! {
     }
 }
 
-/// Machine memory through the direct map, and the hostcall port.
+/// Hardware interrupts taken while the shim itself waited in `hlt` (ring 0); they only
+/// wake the waiter, which then polls every source.
+static RING0_IRQS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Machine memory through the direct map, the hostcall port, the mailbox, and the CPU.
 pub struct ArchMachine {
     max_maddr: u64,
     hostcall: *mut HostcallPage,
     stats: *mut ShimStats,
+    mailbox: *mut EventMailbox,
 }
 
 fn directmap<T>(maddr: u64) -> *mut T {
@@ -93,6 +98,7 @@ impl ArchMachine {
             max_maddr: b.max_mfn << 12,
             hostcall: directmap(b.hostcall_mfn[0] << 12),
             stats: directmap(b.stats_mfn << 12),
+            mailbox: directmap(b.mailbox_mfn << 12),
         }
     }
 
@@ -138,6 +144,171 @@ impl Machine for ArchMachine {
         // SAFETY: the stats page belongs to the shim; the VMM reads it only once the VM stopped.
         unsafe { &mut *self.stats }
     }
+
+    fn notify_host(&mut self, port: u32) {
+        let (w, bit) = ((port / 64) as usize % MAILBOX_WORDS, port % 64);
+        // SAFETY: the mailbox page is shim memory shared only with the VMM, which uses atomic
+        // operations on the same words; AtomicU64 has the layout of u64 and the page is aligned.
+        unsafe {
+            let word = &*(addr_of_mut!((*self.mailbox).to_host[w]) as *const AtomicU64);
+            word.fetch_or(1 << bit, Ordering::SeqCst);
+            core::arch::asm!("out dx, al", in("dx") DOORBELL_PORT, in("al") 0u8, options(nostack, nomem));
+        }
+    }
+
+    fn take_host_events(&mut self, word: usize) -> u64 {
+        if word >= MAILBOX_WORDS {
+            return 0;
+        }
+        // SAFETY: as in notify_host.
+        unsafe {
+            let w = &*(addr_of_mut!((*self.mailbox).to_guest[word]) as *const AtomicU64);
+            if w.load(Ordering::Relaxed) == 0 {
+                return 0;
+            }
+            w.swap(0, Ordering::SeqCst)
+        }
+    }
+
+    fn rdtsc(&self) -> u64 {
+        // SAFETY: rdtsc has no side effects.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
+
+    fn arm_timer(&mut self, ticks: Option<u32>) {
+        apic::arm(ticks);
+    }
+
+    fn wait_for_interrupt(&mut self) {
+        let before = RING0_IRQS.load(Ordering::Relaxed);
+        // SAFETY: interrupts are taken on the shim stack by `trap_common`, which only
+        // acknowledges them when they arrive in ring 0 (see shim_trap); `sti` delays
+        // recognition until after `hlt`, so no wake-up is lost between the two.
+        unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+        let taken = RING0_IRQS.load(Ordering::Relaxed).wrapping_sub(before);
+        self.stats().interrupts[2] += taken;
+    }
+
+    fn read_msr(&self, msr: u32) -> u64 {
+        // SAFETY: the trait contract limits `msr` to MSRs that exist.
+        unsafe { rdmsr(msr) }
+    }
+
+    fn write_msr(&mut self, msr: u32, v: u64) {
+        // SAFETY: the caller validated the value (trait contract); the MSRs allowed here
+        // only hold guest state.
+        unsafe { wrmsr(msr, v) }
+    }
+
+    fn swapgs(&mut self) {
+        // SAFETY: the shim never uses GS itself; both bases are guest state.
+        unsafe { core::arch::asm!("swapgs", options(nomem, nostack)) };
+    }
+
+    fn load_cr3(&mut self, cr3: u64) {
+        // SAFETY: the trait contract: the table has the shim's hypervisor slots installed.
+        unsafe { write_cr3(cr3) };
+    }
+
+    fn flush_tlb(&mut self) {
+        // SAFETY: reloading CR3 with its own value only flushes the TLB (CR4.PGE is off).
+        unsafe { write_cr3(read_cr3()) };
+    }
+
+    fn set_cr0_ts(&mut self, ts: bool) {
+        // SAFETY: CR0.TS only affects FPU/SSE use, which the shim (soft-float) never makes.
+        unsafe {
+            if ts {
+                let cr0: u64;
+                core::arch::asm!("mov {}, cr0", out(reg) cr0, options(nomem, nostack));
+                core::arch::asm!("mov cr0, {}", in(reg) cr0 | 8, options(nostack));
+            } else {
+                core::arch::asm!("clts", options(nomem, nostack));
+            }
+        }
+    }
+
+    fn read_cr0(&self) -> u64 {
+        let v;
+        // SAFETY: reading CR0 has no side effects.
+        unsafe { core::arch::asm!("mov {}, cr0", out(reg) v, options(nomem, nostack)) };
+        v
+    }
+
+    fn read_cr4(&self) -> u64 {
+        let v;
+        // SAFETY: reading CR4 has no side effects.
+        unsafe { core::arch::asm!("mov {}, cr4", out(reg) v, options(nomem, nostack)) };
+        v
+    }
+
+    fn write_cr4(&mut self, v: u64) {
+        // SAFETY: the emulator only changes the bits Xen lets a PV guest control
+        // (OSXSAVE, TSD, DE); the shim depends on none of them.
+        unsafe { core::arch::asm!("mov cr4, {}", in(reg) v, options(nostack)) };
+    }
+
+    fn xsetbv(&mut self, index: u32, v: u64) -> Result<(), Errno> {
+        // SAFETY: the caller validated `v` against the CPU's XCR0 rules (trait contract) and
+        // CR4.OSXSAVE is set before any caller reaches here.
+        unsafe {
+            core::arch::asm!("xsetbv", in("ecx") index, in("eax") v as u32, in("edx") (v >> 32) as u32,
+                options(nomem, nostack))
+        };
+        Ok(())
+    }
+
+    fn xgetbv(&self, index: u32) -> u64 {
+        let (lo, hi): (u32, u32);
+        // SAFETY: callers only ask with CR4.OSXSAVE set and index 0 or 1.
+        unsafe {
+            core::arch::asm!("xgetbv", in("ecx") index, out("eax") lo, out("edx") hi, options(nomem, nostack))
+        };
+        (u64::from(hi) << 32) | u64::from(lo)
+    }
+
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    }
+
+    fn write_dr(&mut self, n: u32, v: u64) {
+        // SAFETY: the caller validated the value; debug registers only affect the guest's
+        // own breakpoints (the shim never sets any).
+        unsafe {
+            match n {
+                0 => core::arch::asm!("mov dr0, {}", in(reg) v, options(nomem, nostack)),
+                1 => core::arch::asm!("mov dr1, {}", in(reg) v, options(nomem, nostack)),
+                2 => core::arch::asm!("mov dr2, {}", in(reg) v, options(nomem, nostack)),
+                3 => core::arch::asm!("mov dr3, {}", in(reg) v, options(nomem, nostack)),
+                6 => core::arch::asm!("mov dr6, {}", in(reg) v, options(nomem, nostack)),
+                7 => core::arch::asm!("mov dr7, {}", in(reg) v, options(nomem, nostack)),
+                _ => {}
+            }
+        }
+    }
+
+    fn read_dr(&self, n: u32) -> u64 {
+        let v: u64;
+        // SAFETY: reading debug registers has no side effects.
+        unsafe {
+            match n {
+                0 => core::arch::asm!("mov {}, dr0", out(reg) v, options(nomem, nostack)),
+                1 => core::arch::asm!("mov {}, dr1", out(reg) v, options(nomem, nostack)),
+                2 => core::arch::asm!("mov {}, dr2", out(reg) v, options(nomem, nostack)),
+                3 => core::arch::asm!("mov {}, dr3", out(reg) v, options(nomem, nostack)),
+                6 => core::arch::asm!("mov {}, dr6", out(reg) v, options(nomem, nostack)),
+                7 => core::arch::asm!("mov {}, dr7", out(reg) v, options(nomem, nostack)),
+                _ => v = 0,
+            }
+        }
+        v
+    }
+
+    fn wbinvd(&mut self) {
+        // SAFETY: write-back and invalidate has no effect on program state.
+        unsafe { core::arch::asm!("wbinvd", options(nostack)) };
+    }
 }
 
 /// The one domain this shim runs. Single vCPU: only the boot path and `shim_trap` (which runs
@@ -155,6 +326,7 @@ extern "C" fn shim_start(boot_va: u64) -> ! {
     unsafe { PANIC_PAGE = directmap(boot.hostcall_mfn[0] << 12) };
     // SAFETY: boot CPU, once, before the guest runs.
     unsafe { desc::init() };
+    apic::init();
     // SAFETY: architectural MSRs of every x86_64 CPU; ring 0.
     unsafe {
         wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SCE | EFER_NXE);
@@ -209,12 +381,13 @@ extern "C" fn shim_start(boot_va: u64) -> ! {
 /// Every trap and SYSCALL from `trap_common`, with interrupts off, on the shim stack.
 #[unsafe(no_mangle)]
 extern "C" fn shim_trap(regs: &mut GuestRegs) {
-    // SAFETY: one vCPU, interrupts off: nothing else holds a reference to SHIM.
-    let shim = match unsafe { (*addr_of_mut!(SHIM)).as_mut() } {
-        Some(s) => s,
-        None => panic!("trap {} before the domain started, rip {:#x}", regs.vector, regs.rip),
-    };
     if !regs.from_guest() {
+        if regs.vector >= 32 && regs.vector != VECTOR_SYSCALL {
+            // An interrupt that woke `wait_for_interrupt`: acknowledge it; the waiter polls.
+            apic::eoi(regs.vector);
+            RING0_IRQS.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         panic!(
             "{} in the shim at rip {:#x}, error {:#x}, cr2 {:#x}",
             crate::shim::exception_name(regs.vector as u32),
@@ -223,14 +396,17 @@ extern "C" fn shim_trap(regs: &mut GuestRegs) {
             read_cr2()
         );
     }
-    let outcome = if regs.vector == VECTOR_SYSCALL {
-        shim.hypercall(regs)
-    } else if regs.vector < 32 {
-        shim.guest_exception(regs, read_cr2())
-    } else {
-        Outcome::Resume
+    // SAFETY: one vCPU, interrupts off, and the ring-0 path above never gets here: nothing
+    // else holds a reference to SHIM.
+    let shim = match unsafe { (*addr_of_mut!(SHIM)).as_mut() } {
+        Some(s) => s,
+        None => panic!("trap {} before the domain started, rip {:#x}", regs.vector, regs.rip),
     };
-    if outcome == Outcome::Dead {
+    let cr2 = if regs.vector == 14 { read_cr2() } else { 0 };
+    if regs.vector >= 32 && regs.vector != VECTOR_SYSCALL {
+        apic::eoi(regs.vector);
+    }
+    if shim.entry(regs, cr2) == Outcome::Dead {
         halt_forever();
     }
 }
