@@ -55,9 +55,15 @@ impl<M: Machine> Shim<M> {
     }
 
     /// `evtchn_upcall_pending && !evtchn_upcall_mask`: an upcall is due on return to the guest.
+    /// Runs on every return to the guest: one 2-byte read of the adjacent pending and mask
+    /// bytes, as Xen tests them with one 16-bit load.
     pub fn upcall_deliverable(&self) -> bool {
-        self.vcpu_info_byte(offset_of!(VcpuInfo, evtchn_upcall_pending)) != 0
-            && self.vcpu_info_byte(offset_of!(VcpuInfo, evtchn_upcall_mask)) == 0
+        const _: () = assert!(
+            offset_of!(VcpuInfo, evtchn_upcall_mask) == offset_of!(VcpuInfo, evtchn_upcall_pending) + 1
+        );
+        let mut b = [0u8; 2];
+        let at = self.vcpu.vcpu_info + offset_of!(VcpuInfo, evtchn_upcall_pending) as u64;
+        self.m.read_phys(at, &mut b).is_ok() && b[0] != 0 && b[1] == 0
     }
 
     /// The vCPU's `evtchn_upcall_mask` (the guest's virtual interrupt flag, inverted).

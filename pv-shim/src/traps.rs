@@ -152,15 +152,15 @@ impl<M: Machine> Shim<M> {
         }
         let cb = self.vcpu.traps.event;
         if cb.address == 0 {
-            return self.crash_domain(
-                regs,
-                0,
-                xen_abi::hostcall::FATAL_NO_VECTOR,
-                format_args!("event upcall due but no event callback registered"),
-            );
+            return self.crash(regs, format_args!("event upcall due but no event callback registered"));
         }
         self.m.stats().upcalls += 1;
         self.bounce(regs, Bounce { rip: cb.address, error_code: None, mask_events: true, failsafe: None })
+    }
+
+    /// `domain_crash` for a reason that is not an exception.
+    fn crash(&mut self, regs: &GuestRegs, why: core::fmt::Arguments) -> Outcome {
+        self.crash_domain(regs, 0, xen_abi::hostcall::FATAL_NO_VECTOR, why)
     }
 
     /// Xen's `toggle_guest_mode`: swap GS bases, flip the mode, switch L4.
@@ -175,12 +175,7 @@ impl<M: Machine> Shim<M> {
     /// `regs` at the handler (see the module comment).
     fn bounce(&mut self, regs: &mut GuestRegs, b: Bounce) -> Outcome {
         if b.rip == 0 {
-            return self.crash_domain(
-                regs,
-                0,
-                xen_abi::hostcall::FATAL_NO_VECTOR,
-                format_args!("bounce to a null handler"),
-            );
+            return self.crash(regs, format_args!("bounce to a null handler"));
         }
         let saved_mask = self.upcall_mask();
         let mut cs = regs.cs & 0xffff;
@@ -190,12 +185,7 @@ impl<M: Machine> Shim<M> {
             regs.rsp
         } else {
             if self.vcpu.guest_table == 0 {
-                return self.crash_domain(
-                    regs,
-                    0,
-                    xen_abi::hostcall::FATAL_NO_VECTOR,
-                    format_args!("no kernel page table to bounce into"),
-                );
+                return self.crash(regs, format_args!("no kernel page table to bounce into"));
             }
             self.toggle_guest_mode();
             self.vcpu.kernel_sp
@@ -233,21 +223,14 @@ impl<M: Machine> Shim<M> {
         let bytes = frame[..n].as_bytes();
         let len = bytes.len() as u64;
         let Some(rsp) = base.checked_sub(len).filter(|&r| mm::guest_range_ok(r, len)) else {
-            return self.crash_domain(
+            return self.crash(
                 regs,
-                0,
-                xen_abi::hostcall::FATAL_NO_VECTOR,
                 format_args!("guest kernel stack {base:#x} is not a valid address for a bounce frame"),
             );
         };
         let cr3 = self.cr3();
         if mm::copy_to_guest(&mut self.m, cr3, rsp, bytes).is_err() {
-            return self.crash_domain(
-                regs,
-                0,
-                xen_abi::hostcall::FATAL_NO_VECTOR,
-                format_args!("fault writing a bounce frame at {rsp:#x}"),
-            );
+            return self.crash(regs, format_args!("fault writing a bounce frame at {rsp:#x}"));
         }
         if b.mask_events {
             self.set_upcall_mask(1);
@@ -442,22 +425,12 @@ impl<M: Machine> Shim<M> {
         let ctx: IretContext = match mm::read_guest(&self.m, self.cr3(), regs.rsp) {
             Ok(c) => c,
             Err(_) => {
-                return self.crash_domain(
-                    regs,
-                    0,
-                    xen_abi::hostcall::FATAL_NO_VECTOR,
-                    format_args!("fault reading the iret context at {:#x}", regs.rsp),
-                )
+                return self.crash(regs, format_args!("fault reading the iret context at {:#x}", regs.rsp))
             }
         };
         if ctx.cs & 3 == 3 {
             if self.vcpu.guest_table_user == 0 {
-                return self.crash_domain(
-                    regs,
-                    0,
-                    xen_abi::hostcall::FATAL_NO_VECTOR,
-                    format_args!("iret to user mode with no user page tables"),
-                );
+                return self.crash(regs, format_args!("iret to user mode with no user page tables"));
             }
             self.toggle_guest_mode();
         }
@@ -483,10 +456,8 @@ impl<M: Machine> Shim<M> {
     pub fn failsafe(&mut self, regs: &mut GuestRegs, data_sel: [u16; 4]) -> Outcome {
         let cb = self.vcpu.traps.failsafe;
         if cb.address == 0 {
-            return self.crash_domain(
+            return self.crash(
                 regs,
-                0,
-                xen_abi::hostcall::FATAL_NO_VECTOR,
                 format_args!("cannot return to the guest (bad segment state) and no failsafe callback"),
             );
         }
