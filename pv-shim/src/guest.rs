@@ -106,6 +106,8 @@ pub struct Vcpu {
     pub emul: crate::emul::EmulState,
     /// Timers and runstate (`time`).
     pub time: crate::time::VcpuTime,
+    /// `VCPUOP_send_nmi` raised an NMI for the guest's NMI callback (`traps` delivers it).
+    pub nmi_pending: bool,
 }
 
 impl Vcpu {
@@ -126,6 +128,7 @@ impl Vcpu {
             dr: [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400],
             emul: Default::default(),
             time: Default::default(),
+            nmi_pending: false,
         }
     }
 

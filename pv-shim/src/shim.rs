@@ -43,6 +43,9 @@ pub struct Shim<M: Machine> {
     pub time: crate::time::DomainTime,
     /// Enabled `VMASST_TYPE_*` bits (`vm_assist`).
     pub vm_assist: u64,
+    /// `SCHEDOP_shutdown_code`: the reason the domain's shutdown will report (Xen's
+    /// `d->shutdown_code`; the first one set wins).
+    pub shutdown_code: Option<u8>,
     dead: bool,
 }
 
@@ -59,7 +62,7 @@ impl<M: Machine> Shim<M> {
         let vcpu = Vcpu::new(0, boot.guest_l4_mfn << 12, boot.shared_info_mfn << 12);
         let ev = crate::event::EventChannels::new(&boot);
         let time = crate::time::DomainTime::new(&boot);
-        Ok(Shim { m, boot, own, vcpu, ev, time, vm_assist: 0, dead: false })
+        Ok(Shim { m, boot, own, vcpu, ev, time, vm_assist: 0, shutdown_code: None, dead: false })
     }
 
     /// Adopts the initial page tables and returns vCPU 0's first guest frame
