@@ -33,7 +33,7 @@
 mod twolevel;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use crate::hypercall::Args;
 use crate::machine::Machine;
