@@ -411,3 +411,6 @@ impl<M: Machine> Shim<M> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
