@@ -125,7 +125,7 @@ impl<M: Machine> Shim<M> {
         }
         // Ports are read one at a time, as Xen does: a pending one ends the scan early.
         let mut ports = [0u32; SCHED_POLL_MAX_PORTS as usize];
-        for i in 0..op.nr_ports as usize {
+        for (i, slot) in ports.iter_mut().enumerate().take(op.nr_ports as usize) {
             let port: u32 = mm::read_guest(&self.m, self.cr3(), op.ports + 4 * i as u64)?;
             if port >= EVTCHN_2L_NR_CHANNELS {
                 return Err(Errno::EINVAL);
@@ -133,7 +133,7 @@ impl<M: Machine> Shim<M> {
             if self.evtchn_is_pending(port) {
                 return Ok(0);
             }
-            ports[i] = port;
+            *slot = port;
         }
         let single = (op.nr_ports == 1).then_some(ports[0]);
         let (raised, marked) = (self.ev.raised, self.ev.marked);

@@ -28,7 +28,9 @@ use core::mem::offset_of;
 use xen_abi::event::VIRQ_TIMER;
 use xen_abi::hostcall::BootInfo;
 use xen_abi::vcpu::{VcpuRunstateInfo, RUNSTATE_RUNNING, XEN_RUNSTATE_UPDATE};
-use xen_abi::xen::{SharedInfo, VcpuInfo, VcpuTimeInfo, VMASST_TYPE_RUNSTATE_UPDATE_FLAG, XEN_PVCLOCK_TSC_STABLE_BIT};
+use xen_abi::xen::{
+    SharedInfo, VcpuInfo, VcpuTimeInfo, VMASST_TYPE_RUNSTATE_UPDATE_FLAG, XEN_PVCLOCK_TSC_STABLE_BIT,
+};
 use xen_abi::Errno;
 use zerocopy::IntoBytes;
 
@@ -89,12 +91,12 @@ impl TimeScale {
             return 0;
         }
         // Smallest d with (d * mul) >> 32 >= ns.
-        let d = ((u128::from(ns) << 32) + u128::from(self.mul_frac) - 1) / u128::from(self.mul_frac);
+        let d = (u128::from(ns) << 32).div_ceil(u128::from(self.mul_frac));
         let ticks = if self.shift < 0 {
             d << (-i32::from(self.shift))
         } else {
             let s = self.shift as u32;
-            (d + (1u128 << s) - 1) >> s
+            d.div_ceil(1u128 << s)
         };
         u64::try_from(ticks).unwrap_or(u64::MAX)
     }
@@ -201,7 +203,9 @@ pub fn set_timer_op<M: Machine>(s: &mut Shim<M>, a: Args) -> Result<u64, Errno> 
     let now = s.now_ns();
     if timeout == 0 {
         s.stop_singleshot();
-    } else if (timeout as i64) < 0 || timeout.checked_sub(now).is_some_and(|ahead| ahead >= SET_TIMER_OP_MAX_AHEAD) {
+    } else if (timeout as i64) < 0
+        || timeout.checked_sub(now).is_some_and(|ahead| ahead >= SET_TIMER_OP_MAX_AHEAD)
+    {
         s.set_singleshot(now.saturating_add(SET_TIMER_OP_FALLBACK));
     } else {
         s.set_singleshot(timeout);
@@ -283,7 +287,8 @@ impl<M: Machine> Shim<M> {
         let Ok(old) = read_u32(&self.m, at(offset_of!(SharedInfo, wc_version))) else { return };
         let v = version_update_begin(old);
         let _ = self.m.write_phys(at(offset_of!(SharedInfo, wc_version)), &v.to_le_bytes());
-        let _ = self.m.write_phys(at(offset_of!(SharedInfo, wc_sec)), &(self.time.wc_sec as u32).to_le_bytes());
+        let _ =
+            self.m.write_phys(at(offset_of!(SharedInfo, wc_sec)), &(self.time.wc_sec as u32).to_le_bytes());
         let _ = self.m.write_phys(at(offset_of!(SharedInfo, wc_nsec)), &self.time.wc_nsec.to_le_bytes());
         let hi = (self.time.wc_sec >> 32) as u32;
         let _ = self.m.write_phys(at(offset_of!(SharedInfo, wc_sec_hi)), &hi.to_le_bytes());

@@ -36,12 +36,12 @@ use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use xen_abi::callback::{CallbackRegister, CallbackUnregister};
-use xen_abi::memory::{XenMachphysMapping, XenMemoryMap};
 use xen_abi::event::{
     EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindIpi, EvtchnBindPirq, EvtchnBindVcpu, EvtchnBindVirq,
-    EvtchnClose, EvtchnExpandArray, EvtchnInitControl, EvtchnReset, EvtchnSend, EvtchnSetPriority, EvtchnStatus,
-    EvtchnUnmask,
+    EvtchnClose, EvtchnExpandArray, EvtchnInitControl, EvtchnReset, EvtchnSend, EvtchnSetPriority,
+    EvtchnStatus, EvtchnUnmask,
 };
+use xen_abi::memory::{XenMachphysMapping, XenMemoryMap};
 use xen_abi::sched::{SchedPinOverride, SchedPoll, SchedRemoteShutdown, SchedShutdown, SchedWatchdog};
 use xen_abi::vcpu::{
     VcpuGetPhysid, VcpuRegisterRunstateMemoryArea, VcpuRegisterTimeMemoryArea, VcpuRegisterVcpuInfo,

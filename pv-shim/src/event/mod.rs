@@ -133,7 +133,8 @@ impl EventChannels {
                 continue;
             }
             ev.grow_to(p);
-            ev.ports[p as usize].state = PortState::Interdomain { remote_dom: 0, remote_port: hp.remote_port };
+            ev.ports[p as usize].state =
+                PortState::Interdomain { remote_dom: 0, remote_port: hp.remote_port };
             ev.add_host_end(hp.remote_port, p);
         }
         let n = (boot.nr_host_unbound as usize).min(MAX_HOST_PORTS);
@@ -313,7 +314,8 @@ impl<M: Machine> Shim<M> {
                 let port = self.ev.get_free_port()?;
                 // Xen keeps any remote domid: it is checked when that domain binds.
                 let remote_dom = if remote_dom == DOMID_SELF { self.ev.domid } else { remote_dom };
-                self.ev.ports[port as usize] = Channel { state: PortState::Unbound { remote_dom }, notify_vcpu: 0 };
+                self.ev.ports[port as usize] =
+                    Channel { state: PortState::Unbound { remote_dom }, notify_vcpu: 0 };
                 Ok(port)
             }
         }

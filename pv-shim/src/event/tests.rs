@@ -48,7 +48,11 @@ pub(crate) fn get<T: FromBytes + IntoBytes>(s: &TestShim, va: u64) -> T {
 }
 
 /// Runs `EVTCHNOP_<cmd>` with `arg` at [`ARG`] and reads the argument back.
-pub(crate) fn evop<T: FromBytes + IntoBytes + Immutable>(s: &mut TestShim, cmd: u64, arg: &mut T) -> Result<u64, Errno> {
+pub(crate) fn evop<T: FromBytes + IntoBytes + Immutable>(
+    s: &mut TestShim,
+    cmd: u64,
+    arg: &mut T,
+) -> Result<u64, Errno> {
     put(s, ARG, arg);
     let r = event_channel_op(s, Args([cmd, ARG, 0, 0, 0, 0]));
     *arg = get(s, ARG);
@@ -155,7 +159,11 @@ fn alloc_unbound_takes_the_lowest_free_port_for_own_domain_only() {
     assert_eq!(alloc_unbound(&mut s, DOMID_SELF, 0), Ok(3));
     assert_eq!(alloc_unbound(&mut s, DOMID, DOMID_SELF), Ok(4));
     let st = status(&mut s, DOMID_SELF, 4).unwrap();
-    assert_eq!((st.status, st.u_val & 0xffff), (EVTCHNSTAT_UNBOUND, u32::from(DOMID)), "DOMID_SELF is stored as own id");
+    assert_eq!(
+        (st.status, st.u_val & 0xffff),
+        (EVTCHNSTAT_UNBOUND, u32::from(DOMID)),
+        "DOMID_SELF is stored as own id"
+    );
     // Any remote id is kept, as Xen does; it only matters when that domain binds.
     assert_eq!(alloc_unbound(&mut s, DOMID_SELF, 77), Ok(5));
     assert_eq!(neg(alloc_unbound(&mut s, 0, DOMID_SELF)), Errno::EPERM, "domain 0 is not ours");
@@ -236,12 +244,20 @@ fn bind_interdomain_refuses_what_xen_refuses() {
     let to_dom0 = alloc_unbound(&mut s, DOMID_SELF, 0).unwrap();
     assert_eq!(neg(bind_interdomain(&mut s, 7, 1)), Errno::ESRCH, "no such domain");
     assert_eq!(neg(bind_interdomain(&mut s, DOMID_SELF, ipi)), Errno::EINVAL, "not unbound");
-    assert_eq!(neg(bind_interdomain(&mut s, DOMID_SELF, to_dom0)), Errno::EINVAL, "unbound for domain 0, not us");
+    assert_eq!(
+        neg(bind_interdomain(&mut s, DOMID_SELF, to_dom0)),
+        Errno::EINVAL,
+        "unbound for domain 0, not us"
+    );
     assert_eq!(neg(bind_interdomain(&mut s, DOMID_SELF, 900)), Errno::EINVAL, "not a valid port");
     assert_eq!(neg(bind_interdomain(&mut s, DOMID_SELF, 0)), Errno::EINVAL);
     assert_eq!(neg(bind_interdomain(&mut s, 0, 12345)), Errno::EINVAL, "no such domain-0 port");
     assert_eq!(neg(bind_interdomain(&mut s, 0, 10)), Errno::EINVAL, "domain-0 port 10 is bound to port 1");
-    assert_eq!(status(&mut s, DOMID_SELF, 5).unwrap().status, EVTCHNSTAT_CLOSED, "failures leave no port behind");
+    assert_eq!(
+        status(&mut s, DOMID_SELF, 5).unwrap().status,
+        EVTCHNSTAT_CLOSED,
+        "failures leave no port behind"
+    );
 }
 
 #[test]
@@ -327,7 +343,8 @@ fn status_checks_the_domain_then_the_port_and_keeps_untouched_union_bytes() {
     assert_eq!(status(&mut s, 0, 1), Err(Errno::EPERM));
     assert_eq!(status(&mut s, 9, 1), Err(Errno::ESRCH));
     assert_eq!(status(&mut s, DOMID, 4000), Err(Errno::EINVAL));
-    let mut op = EvtchnStatus { dom: DOMID_SELF, port: 30, u_val: 0xdead_beef, u_port: 7, ..Default::default() };
+    let mut op =
+        EvtchnStatus { dom: DOMID_SELF, port: 30, u_val: 0xdead_beef, u_port: 7, ..Default::default() };
     evop(&mut s, EVTCHNOP_STATUS, &mut op).unwrap();
     assert_eq!((op.status, op.u_val, op.u_port), (EVTCHNSTAT_CLOSED, 0xdead_beef, 7));
     let p = alloc_unbound(&mut s, DOMID_SELF, 0).unwrap();
@@ -450,7 +467,11 @@ fn fifo_abi_is_not_offered_and_pirqs_are_not_ours() {
 fn bad_argument_pointers_are_efault_and_out_faults_keep_the_op_done() {
     let mut s = shim();
     for cmd in 0..=13 {
-        assert_eq!(event_channel_op(&mut s, Args([cmd, UNMAPPED, 0, 0, 0, 0])), Err(Errno::EFAULT), "cmd {cmd}");
+        assert_eq!(
+            event_channel_op(&mut s, Args([cmd, UNMAPPED, 0, 0, 0, 0])),
+            Err(Errno::EFAULT),
+            "cmd {cmd}"
+        );
     }
     // Readable but not writable: Xen allocates, then fails the copy back ("a mess to undo").
     let r = event_channel_op(&mut s, Args([EVTCHNOP_BIND_IPI, RO_PAGE, 0, 0, 0, 0]));

@@ -155,9 +155,8 @@ impl<M: Machine> Shim<M> {
     /// domain 0, as a notification from the VMM's end would be in Xen.
     pub fn evtchn_host_raise(&mut self, port: u32) {
         match self.ev.channel(port).map(|c| c.state) {
-            Some(PortState::Interdomain { remote_dom: 0, .. }) | Some(PortState::Unbound { remote_dom: 0 }) => {
-                self.evtchn_set_pending(port)
-            }
+            Some(PortState::Interdomain { remote_dom: 0, .. })
+            | Some(PortState::Unbound { remote_dom: 0 }) => self.evtchn_set_pending(port),
             _ => self.ev.ignored_host_raises += 1,
         }
     }

@@ -3,13 +3,18 @@
 
 use super::*;
 use crate::event::tests::{
-    ack_upcall, alloc_unbound, bind_ipi, bind_virq, port_op, put, set_mask, shim, TestShim, ARG, DOMID, UNMAPPED,
+    ack_upcall, alloc_unbound, bind_ipi, bind_virq, port_op, put, set_mask, shim, TestShim, ARG, DOMID,
+    UNMAPPED,
 };
 use crate::testutil::{shim_with_guest, GUEST_VA};
 use xen_abi::event::{EVTCHNOP_SEND, VIRQ_TIMER};
 use xen_abi::xen::DOMID_SELF;
 
-fn op<T: zerocopy::IntoBytes + zerocopy::Immutable>(s: &mut TestShim, cmd: u64, arg: &T) -> Result<u64, Errno> {
+fn op<T: zerocopy::IntoBytes + zerocopy::Immutable>(
+    s: &mut TestShim,
+    cmd: u64,
+    arg: &T,
+) -> Result<u64, Errno> {
     put(s, ARG, arg);
     sched_op(s, Args([cmd, ARG, 0, 0, 0, 0]))
 }

@@ -47,7 +47,16 @@ fn time_scale_matches_xens_set_time_scale() {
 
 #[test]
 fn one_second_of_ticks_is_one_second_at_any_tsc_frequency() {
-    for hz in [1_000u64, 32_768, 999_999_999, 1_000_000_000, 1_000_000_001, 2_494_222_000, 3_000_000_000, 5_800_000_000] {
+    for hz in [
+        1_000u64,
+        32_768,
+        999_999_999,
+        1_000_000_000,
+        1_000_000_001,
+        2_494_222_000,
+        3_000_000_000,
+        5_800_000_000,
+    ] {
         let s = TimeScale::from_hz(hz);
         let ns = s.ticks_to_ns(hz);
         assert!(ns.abs_diff(NANOSECS_PER_SEC) <= 2, "{hz} Hz: 1 s of ticks is {ns} ns ({s:?})");
@@ -206,5 +215,9 @@ fn lapic_ticks_round_up() {
     assert_eq!(t.ns_to_lapic_ticks(1), 1);
     assert_eq!(t.ns_to_lapic_ticks(NANOSECS_PER_SEC), 3);
     assert_eq!(t.ns_to_lapic_ticks(NANOSECS_PER_SEC + 1), 4);
-    assert_eq!(DomainTime::new(&crate::testutil::boot_info(1)).ns_to_lapic_ticks(77), 77, "1 GHz when unknown");
+    assert_eq!(
+        DomainTime::new(&crate::testutil::boot_info(1)).ns_to_lapic_ticks(77),
+        77,
+        "1 GHz when unknown"
+    );
 }
