@@ -16,11 +16,13 @@ pub mod arch;
 pub mod check;
 pub mod console;
 mod entry;
+pub mod evtchn;
 pub mod hello;
 pub mod hypercall;
 pub mod layout;
 pub mod sched;
 pub mod start_info;
+pub mod time;
 
 pub use check::Checks;
 pub use console::console_write;
