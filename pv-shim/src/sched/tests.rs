@@ -246,3 +246,11 @@ fn watchdogs_allocate_rearm_and_free_like_xen() {
     assert!(s.is_dead());
     assert_eq!(sched_op(&mut s, Args([SCHEDOP_WATCHDOG, UNMAPPED, 0, 0, 0, 0])), Err(Errno::EFAULT));
 }
+
+#[test]
+fn poll_on_no_ports_sleeps_until_the_timeout() {
+    let mut s = quiet_shim();
+    let deadline = s.now_ns() + 10_000;
+    assert_eq!(poll(&mut s, &[], deadline), Ok(0));
+    assert!(s.now_ns() >= deadline);
+}

@@ -187,8 +187,9 @@ fn singleshot_checks(c: &mut Checks, vi: &VcpuInfoArea) {
     let p = timer_port();
     vi.ack();
     let deadline = vi.now() + SOON;
-    c.eq("set_singleshot_timer 20 ms ahead", time::set_singleshot(0, deadline, 0), 0);
+    let rc = time::set_singleshot(0, deadline, 0);
     let fired = wait_port(vi, p);
+    c.eq("set_singleshot_timer 20 ms ahead", rc, 0);
     on_time(c, "single-shot timer fires on time (within 50 ms, never early)", deadline, fired);
     c.eq("VIRQ_TIMER set the selector bit", vi.pending_sel() & (1 << (p / 64)) != 0, true);
     c.eq("...and evtchn_upcall_pending", vi.upcall_pending(), 1);
@@ -196,15 +197,17 @@ fn singleshot_checks(c: &mut Checks, vi: &VcpuInfoArea) {
 
     let p = timer_port();
     let t0 = vi.now();
-    c.eq("set_singleshot_timer in the past", time::set_singleshot(0, t0 - MS, 0), 0);
+    let rc = time::set_singleshot(0, t0 - MS, 0);
     let fired = wait_port(vi, p);
+    c.eq("set_singleshot_timer in the past", rc, 0);
     c.check("a past deadline fires at once", fired - t0 < 5 * MS, format_args!("after {} ns", fired - t0));
     evtchn::close(p);
 
     let p = timer_port();
     let t0 = vi.now();
-    c.eq("set_timer_op in the past", time::set_timer_op(t0 - MS), 0);
+    let rc = time::set_timer_op(t0 - MS);
     let fired = wait_port(vi, p);
+    c.eq("set_timer_op in the past", rc, 0);
     c.check(
         "set_timer_op: a past deadline fires at once",
         fired - t0 < 5 * MS,
@@ -220,8 +223,10 @@ fn singleshot_checks(c: &mut Checks, vi: &VcpuInfoArea) {
 
     let p = timer_port();
     let deadline = vi.now() + SOON;
-    c.eq("set_timer_op 20 ms ahead", time::set_timer_op(deadline), 0);
-    on_time(c, "set_timer_op fires on time", deadline, wait_port(vi, p));
+    let rc = time::set_timer_op(deadline);
+    let fired = wait_port(vi, p);
+    c.eq("set_timer_op 20 ms ahead", rc, 0);
+    on_time(c, "set_timer_op fires on time", deadline, fired);
     evtchn::close(p);
 
     // Cancelled timers: the poll runs into its timeout.
@@ -234,10 +239,11 @@ fn singleshot_checks(c: &mut Checks, vi: &VcpuInfoArea) {
         } else {
             time::set_timer_op(0)
         };
-        c.eq(name, rc, 0);
         let timeout = t0 + 3 * SOON;
         time::poll(&[p], timeout);
-        on_time(c, "a cancelled timer never fires (poll times out)", timeout, vi.now());
+        let back = vi.now();
+        c.eq(name, rc, 0);
+        on_time(c, "a cancelled timer never fires (poll times out)", timeout, back);
         evtchn::close(p);
     }
 }
@@ -247,15 +253,18 @@ fn block_checks(c: &mut Checks, vi: &VcpuInfoArea) {
     vi.ack();
     let deadline = vi.now() + SOON;
     time::set_singleshot(0, deadline, 0);
-    c.eq("SCHEDOP_block", time::block(), 0);
+    let rc = time::block();
     let woke = vi.now();
+    c.eq("SCHEDOP_block", rc, 0);
     on_time(c, "block wakes on the timer event", deadline, woke);
     c.eq("block cleared the upcall mask", vi.upcall_mask(), 0);
     c.eq("block returned with evtchn_upcall_pending", vi.upcall_pending(), 1);
     vi.set_upcall_mask(1);
     let t0 = vi.now();
-    c.eq("SCHEDOP_block with an event pending", time::block(), 0);
-    c.check("...returns at once", vi.now() - t0 < 5 * MS, format_args!("after {} ns", vi.now() - t0));
+    let rc = time::block();
+    let dt = vi.now() - t0;
+    c.eq("SCHEDOP_block with an event pending", rc, 0);
+    c.check("...returns at once", dt < 5 * MS, format_args!("after {dt} ns"));
     vi.set_upcall_mask(1);
     vi.ack();
     evtchn::close(p);
@@ -264,23 +273,30 @@ fn block_checks(c: &mut Checks, vi: &VcpuInfoArea) {
 fn poll_checks(c: &mut Checks, vi: &VcpuInfoArea) {
     let p = timer_port();
     let timeout = vi.now() + 30 * MS;
-    c.eq("SCHEDOP_poll with nothing pending", time::poll(&[p], timeout), 0);
-    on_time(c, "poll returns after its timeout, not before", timeout, vi.now());
+    let rc = time::poll(&[p], timeout);
+    let back = vi.now();
+    c.eq("SCHEDOP_poll with nothing pending", rc, 0);
+    on_time(c, "poll returns after its timeout, not before", timeout, back);
     c.eq("poll left the upcall mask set", vi.upcall_mask(), 1);
 
     let t0 = vi.now();
-    c.eq("poll with a past timeout", time::poll(&[p], t0 - MS), 0);
-    c.check("...returns at once", vi.now() - t0 < 5 * MS, format_args!("after {} ns", vi.now() - t0));
+    let rc = time::poll(&[p], t0 - MS);
+    let dt = vi.now() - t0;
+    c.eq("poll with a past timeout", rc, 0);
+    c.check("...returns at once", dt < 5 * MS, format_args!("after {dt} ns"));
 
     let q = evtchn::bind_ipi(0).unwrap_or(0);
     let deadline = vi.now() + SOON;
     time::set_singleshot(0, deadline, 0);
     time::poll(&[q, p], deadline + NEVER);
-    on_time(c, "poll returns early when a listed port is raised", deadline, vi.now());
+    let back = vi.now();
+    on_time(c, "poll returns early when a listed port is raised", deadline, back);
     evtchn::send(q);
     let t0 = vi.now();
-    c.eq("poll on a pending port", time::poll(&[q], t0 + NEVER), 0);
-    c.check("...returns at once", vi.now() - t0 < 5 * MS, format_args!("after {} ns", vi.now() - t0));
+    let rc = time::poll(&[q], t0 + NEVER);
+    let dt = vi.now() - t0;
+    c.eq("poll on a pending port", rc, 0);
+    c.check("...returns at once", dt < 5 * MS, format_args!("after {dt} ns"));
     evtchn::close(q);
     evtchn::close(p);
 
@@ -307,8 +323,9 @@ fn spin_for_upcall(vi: &VcpuInfoArea, limit: u64) -> u64 {
 fn periodic_checks(c: &mut Checks, vi: &VcpuInfoArea) {
     let p = timer_port();
     vi.ack();
-    c.eq("set_periodic_timer 10 ms", time::set_periodic(10 * MS), 0);
+    let rc = time::set_periodic(10 * MS);
     let dt = spin_for_upcall(vi, 10 * MS + LATE);
+    c.eq("set_periodic_timer 10 ms", rc, 0);
     c.check(
         "periodic timer ticks within a period while running",
         vi.upcall_pending() == 1,
@@ -328,7 +345,8 @@ fn periodic_checks(c: &mut Checks, vi: &VcpuInfoArea) {
     vi.ack();
     let timeout = vi.now() + 30 * MS;
     time::poll(&[p], timeout);
-    on_time(c, "no periodic tick wakes a blocked poll", timeout, vi.now());
+    let back = vi.now();
+    on_time(c, "no periodic tick wakes a blocked poll", timeout, back);
     c.eq("the overdue tick fires on wake-up", vi.upcall_pending(), 1);
     c.eq("stop_periodic_timer", time::vcpu_op(VCPUOP_STOP_PERIODIC_TIMER, 0, 0), 0);
     evtchn::close(p);
@@ -353,7 +371,14 @@ fn runstate_checks(c: &mut Checks, vi: &VcpuInfoArea) {
     // SAFETY: a static the hypervisor writes; read volatile.
     let r0 = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(RUNSTATE)) };
     c.eq("the area is filled at once: running", r0.state, RUNSTATE_RUNNING);
-    time::poll(&[], vi.now() + 10 * MS);
+    let t0 = vi.now();
+    let rc = time::poll(&[], t0 + 10 * MS);
+    let dt = vi.now() - t0;
+    c.check(
+        "poll on no ports sleeps until its timeout",
+        rc == 0 && dt >= 10 * MS,
+        format_args!("rc {rc} after {dt} ns"),
+    );
     // SAFETY: as above.
     let r1 = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(RUNSTATE)) };
     c.check(
