@@ -102,6 +102,10 @@ pub struct Vcpu {
     pub iopl: u32,
     /// Virtual debug registers DR0-DR7 (`set_debugreg`); DR4/5 unused.
     pub dr: [u64; 8],
+    /// DR7 enable bits of I/O breakpoints (emulated, never loaded into the real DR7).
+    pub dr7_emul: u64,
+    /// I/O permission bitmap (`PHYSDEVOP_set_iobitmap`): guest address and port count.
+    pub iobitmap: (u64, u32),
     /// Emulator state (`emul`).
     pub emul: crate::emul::EmulState,
     /// Timers and runstate (`time`).
@@ -126,6 +130,8 @@ impl Vcpu {
             virt_cr4: 0,
             iopl: 0,
             dr: [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400],
+            dr7_emul: 0,
+            iobitmap: (0, 0),
             emul: Default::default(),
             time: Default::default(),
             nmi_pending: false,

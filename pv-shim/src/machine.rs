@@ -46,6 +46,9 @@ pub trait Machine {
     fn read_msr(&self, msr: u32) -> u64;
     /// Writes an MSR; the caller checked the value (canonical bases) so it cannot #GP.
     fn write_msr(&mut self, msr: u32, v: u64);
+    /// Loads `sel` into the guest user's GS (the inactive one in guest kernel mode), as
+    /// `swapgs; mov sel, %gs; swapgs`; a selector the CPU would refuse loads as null.
+    fn load_user_gs_selector(&mut self, sel: u16);
     /// `swapgs`: exchanges the active and inactive GS bases.
     fn swapgs(&mut self);
     /// Loads CR3 (a machine address whose hypervisor slots are installed).

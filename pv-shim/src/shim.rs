@@ -46,6 +46,11 @@ pub struct Shim<M: Machine> {
     /// `SCHEDOP_shutdown_code`: the reason the domain's shutdown will report (Xen's
     /// `d->shutdown_code`; the first one set wins).
     pub shutdown_code: Option<u8>,
+    /// The shim's hypervisor-hole L4 entries, written into every guest L4 it adopts.
+    pub hole: HoleEntries,
+    /// Set by a handler that stopped early to continue itself (Xen's
+    /// `hypercall_create_continuation`): the hypercall and its new arguments.
+    continuation: Option<(u64, [u64; 6])>,
     dead: bool,
 }
 
@@ -62,12 +67,25 @@ impl<M: Machine> Shim<M> {
         let vcpu = Vcpu::new(0, boot.guest_l4_mfn << 12, boot.shared_info_mfn << 12);
         let ev = crate::event::EventChannels::new(&boot);
         let time = crate::time::DomainTime::new(&boot);
-        Ok(Shim { m, boot, own, vcpu, ev, time, vm_assist: 0, shutdown_code: None, dead: false })
+        Ok(Shim {
+            m,
+            boot,
+            own,
+            vcpu,
+            ev,
+            time,
+            vm_assist: 0,
+            shutdown_code: None,
+            hole: [0; 16],
+            continuation: None,
+            dead: false,
+        })
     }
 
     /// Adopts the initial page tables and returns vCPU 0's first guest frame
     /// (xen-pv-contract.md §2.9): guest kernel mode at the ENTRY note, `rsi` = start_info.
     pub fn boot_domain(&mut self, hole: &HoleEntries) -> Result<GuestRegs, BootError> {
+        self.hole = *hole;
         mm::adopt_initial_tables(&mut self.m, &self.own, self.boot.guest_l4_mfn, hole)
             .map_err(BootError::InitialTables)?;
         self.init_time();
@@ -93,25 +111,29 @@ impl<M: Machine> Shim<M> {
         self.m.hostcall(nr, args, data)
     }
 
+    /// Makes the running hypercall continue itself: the guest re-executes it with `args`.
+    pub fn continue_hypercall(&mut self, nr: u64, args: [u64; 6]) {
+        self.continuation = Some((nr, args));
+    }
+
+    pub(crate) fn take_continuation(&mut self) -> Option<(u64, [u64; 6])> {
+        self.continuation.take()
+    }
+
     /// Marks the domain dead after a hostcall that ended it.
     pub(crate) fn set_dead(&mut self) {
         self.dead = true;
     }
 
+    /// Copies `bytes` to guest virtual `va` through the current page tables.
+    pub fn copy_to_guest(&mut self, va: u64, bytes: &[u8]) -> Result<(), xen_abi::Errno> {
+        let cr3 = self.cr3();
+        mm::copy_to_guest(&mut self.m, cr3, va, bytes)
+    }
+
     /// The L4 (machine address) that guest pointers are translated through now.
     pub fn cr3(&self) -> u64 {
         self.vcpu.current_cr3()
-    }
-
-    /// An exception taken while the guest ran. No trap table exists yet, so as in Xen with no
-    /// handler registered, the domain is crashed with a register dump.
-    pub fn guest_exception(&mut self, regs: &GuestRegs, cr2: u64) -> Outcome {
-        let v = regs.vector as u32;
-        if let Some(slot) = self.m.stats().exceptions.get_mut(v as usize) {
-            *slot += 1;
-        }
-        let name = exception_name(v);
-        self.crash_domain(regs, cr2, v, format_args!("unhandled {name} and no trap handler registered"))
     }
 
     /// Xen's `domain_crash`: tell the VMM why, with the guest's registers, and stop.

@@ -33,6 +33,7 @@ pub struct MockMachine {
     pub wbinvds: u32,
     /// Answers of `cpuid`, by (leaf, subleaf); missing leaves answer zeros.
     pub cpuid: std::collections::BTreeMap<(u32, u32), [u32; 4]>,
+    pub user_gs_sel: u16,
 }
 
 impl MockMachine {
@@ -59,6 +60,7 @@ impl MockMachine {
             dr: [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400],
             wbinvds: 0,
             cpuid: Default::default(),
+            user_gs_sel: 0,
         }
     }
 
@@ -150,6 +152,10 @@ impl Machine for MockMachine {
 
     fn write_msr(&mut self, msr: u32, v: u64) {
         self.msrs.insert(msr, v);
+    }
+
+    fn load_user_gs_selector(&mut self, sel: u16) {
+        self.user_gs_sel = sel;
     }
 
     fn swapgs(&mut self) {

@@ -51,6 +51,28 @@ fn expect_contains(hay: &str, needle: &str, what: &str) -> Result<(), Failed> {
     Ok(())
 }
 
+/// Runs a self-checking test guest and expects poweroff with every check passed.
+fn run_checks_guest(name: &str, extra: &[&str]) -> Result<String, Failed> {
+    let mut args = vec!["--kernel", xenvmm_tests::guest(name), "--stats"];
+    args.extend_from_slice(extra);
+    let out = xenvmm(&args);
+    let so = text(&out.stdout);
+    if so.contains("not ok") || out.status.code() != Some(0) {
+        return Err(format!(
+            "guest {name}: exit status {:?}\n--- stdout\n{so}--- stderr\n{}",
+            out.status.code(),
+            text(&out.stderr)
+        )
+        .into());
+    }
+    expect_contains(&so, "checks passed, 0 failed", "stdout")?;
+    Ok(so + &text(&out.stderr))
+}
+
+fn traps_guest_checks_bounce_frames_and_small_hypercalls() -> Result<(), Failed> {
+    run_checks_guest("traps", &[]).map(|_| ())
+}
+
 fn hello_guest_prints_and_powers_off() -> Result<(), Failed> {
     let out = xenvmm(&["--kernel", guests::HELLO, "--stats"]);
     expect_code(&out, 0)?;
@@ -212,6 +234,10 @@ fn main() {
         Trial::test(
             "timer_guest_passes_every_time_and_timer_check",
             timer_guest_passes_every_time_and_timer_check,
+        ),
+        Trial::test(
+            "traps_guest_checks_bounce_frames_and_small_hypercalls",
+            traps_guest_checks_bounce_frames_and_small_hypercalls,
         ),
     ];
     libtest_mimic::run(&args, tests).exit();

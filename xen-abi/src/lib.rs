@@ -15,6 +15,7 @@ pub mod event;
 pub mod hostcall;
 pub mod hypercall;
 pub mod memory;
+pub mod physdev;
 pub mod sched;
 pub mod vcpu;
 pub mod version;

@@ -148,3 +148,21 @@ pub unsafe fn init() {
         );
     }
 }
+
+/// True when `sel` names a GDT descriptor that ring 0 can load into a data segment register
+/// for ring 3: present, code/data, data or readable code, DPL 3. (No LDTs exist yet.)
+pub fn loadable_ring3_data_selector(sel: u16) -> bool {
+    let index = usize::from(sel >> 3);
+    if sel & 4 != 0 || index == 0 || index >= GDT_ENTRIES {
+        return false;
+    }
+    // SAFETY: a plain read of a GDT entry; the GDT is only written at boot (and later by
+    // set_gdt on this same vCPU, never concurrently with this read).
+    let d = unsafe { core::ptr::addr_of!(GDT.0[index]).read_volatile() };
+    let present = d & (1 << 47) != 0;
+    let code_data = d & (1 << 44) != 0;
+    let dpl = (d >> 45) & 3;
+    let code = d & (1 << 43) != 0;
+    let readable = d & (1 << 41) != 0;
+    present && code_data && dpl == 3 && (!code || readable)
+}

@@ -92,6 +92,8 @@ return_to_guest:
     pop rsi
     pop rdi
     add rsp, 16
+    .global guest_iretq
+guest_iretq:
     iretq
 
     .global enter_frame
@@ -181,6 +183,8 @@ unsafe extern "C" {
     pub static NMI_STACK_TOP: u8;
     pub static exception_stubs: [u64; 32];
     pub fn syscall_entry();
+    /// The `iretq` that returns to the guest; a fault there means the guest's frame was bad.
+    pub fn guest_iretq();
     pub fn irq_stubs();
     /// Loads `rsp` with `frame` and returns to the guest through it.
     pub fn enter_frame(frame: *const crate::guest::GuestRegs) -> !;

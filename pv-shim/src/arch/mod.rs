@@ -200,6 +200,13 @@ impl Machine for ArchMachine {
         unsafe { wrmsr(msr, v) }
     }
 
+    fn load_user_gs_selector(&mut self, sel: u16) {
+        let sel = if desc::loadable_ring3_data_selector(sel) { sel } else { 0 };
+        // SAFETY: the selector is null or a present DPL-3 data/readable-code descriptor, so
+        // the load cannot fault; the swapgs pair leaves the kernel GS active again.
+        unsafe { core::arch::asm!("swapgs", "mov gs, {0:x}", "swapgs", in(reg) sel, options(nostack)) };
+    }
+
     fn swapgs(&mut self) {
         // SAFETY: the shim never uses GS itself; both bases are guest state.
         unsafe { core::arch::asm!("swapgs", options(nomem, nostack)) };
@@ -388,6 +395,9 @@ extern "C" fn shim_trap(regs: &mut GuestRegs) {
             RING0_IRQS.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        if matches!(regs.vector, 11..=13) && regs.rip == entry::guest_iretq as *const () as u64 {
+            return bad_iret(regs);
+        }
         panic!(
             "{} in the shim at rip {:#x}, error {:#x}, cr2 {:#x}",
             crate::shim::exception_name(regs.vector as u32),
@@ -409,6 +419,37 @@ extern "C" fn shim_trap(regs: &mut GuestRegs) {
     if shim.entry(regs, cr2) == Outcome::Dead {
         halt_forever();
     }
+}
+
+/// The CPU refused the frame `return_to_guest` gave to `iretq` (a bad CS/SS or RIP from the
+/// guest's `iret`): hand the guest its failsafe callback instead, as Xen does. `regs` is the
+/// fault's frame; its general registers are the guest's (already popped), and `regs.rsp`
+/// points at the refused hardware frame.
+fn bad_iret(regs: &mut GuestRegs) {
+    // SAFETY: regs.rsp points at the 5-word iretq frame on the shim stack that
+    // `return_to_guest` just tried to use; it is intact (the fault pushed below it).
+    let f = unsafe { core::ptr::read(regs.rsp as *const [u64; 5]) };
+    if f[1] & 3 != 3 {
+        panic!("iretq to ring {} refused at {:#x}", f[1] & 3, f[0]);
+    }
+    // SAFETY: this shim_trap call is the only user of SHIM now: the previous one returned
+    // before `return_to_guest` ran.
+    let Some(shim) = (unsafe { (*addr_of_mut!(SHIM)).as_mut() }) else {
+        panic!("bad guest frame before the domain started");
+    };
+    let mut g = GuestRegs { rip: f[0], cs: f[1], rflags: f[2], rsp: f[3], ss: f[4], vector: 13, ..*regs };
+    let sel: [u16; 4];
+    // SAFETY: reading segment selectors has no side effects.
+    unsafe {
+        let (ds, es, fs, gs): (u16, u16, u16, u16);
+        core::arch::asm!("mov {0:x}, ds", "mov {1:x}, es", "mov {2:x}, fs", "mov {3:x}, gs",
+            out(reg) ds, out(reg) es, out(reg) fs, out(reg) gs, options(nomem, nostack));
+        sel = [ds, es, fs, gs];
+    }
+    if shim.failsafe(&mut g, sel) == Outcome::Dead {
+        halt_forever();
+    }
+    *regs = g;
 }
 
 #[panic_handler]

@@ -21,8 +21,10 @@ pub mod hello;
 pub mod hypercall;
 pub mod layout;
 pub mod sched;
+pub mod shared;
 pub mod start_info;
 pub mod time;
+pub mod traps;
 
 pub use check::Checks;
 pub use console::console_write;

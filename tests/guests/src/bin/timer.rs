@@ -16,13 +16,14 @@
 use xenvmm_test_guests::evtchn;
 use xenvmm_test_guests::hypercall::hypercall3;
 use xenvmm_test_guests::time::{self, VcpuInfoArea, MS};
+use xenvmm_test_guests::xen_abi::callback::{CALLBACKF_MASK_EVENTS, CALLBACKTYPE_EVENT};
 use xenvmm_test_guests::xen_abi::errno::Errno;
 use xenvmm_test_guests::xen_abi::event::VIRQ_TIMER;
 use xenvmm_test_guests::xen_abi::hypercall::HYPERVISOR_SCHED_OP;
 use xenvmm_test_guests::xen_abi::sched::*;
 use xenvmm_test_guests::xen_abi::vcpu::*;
 use xenvmm_test_guests::xen_abi::xen::{StartInfo, VcpuTimeInfo, XEN_PVCLOCK_TSC_STABLE_BIT};
-use xenvmm_test_guests::{println, sched, xen_guest, Checks};
+use xenvmm_test_guests::{println, sched, traps, xen_guest, Checks};
 
 xen_guest!(main = guest_main, hypercall = syscall);
 
@@ -250,25 +251,69 @@ fn singleshot_checks(c: &mut Checks, vi: &VcpuInfoArea) {
     }
 }
 
+/// Upcalls the event callback took, and the upcall mask they saw when delivered.
+static mut UPCALLS: u32 = 0;
+static mut UPCALL_MASK_SEEN: u8 = 0;
+/// The registered vcpu_info, for the event callback.
+static mut VCPU_INFO: Option<VcpuInfoArea> = None;
+
+/// The event callback: what Linux's does first (clear `evtchn_upcall_pending` and the
+/// selector), count, and `HYPERVISOR_iret` back (which restores the mask from RFLAGS.IF).
+fn on_event(_f: &traps::TrapFrame, _rax: &mut u64) -> traps::Action {
+    // SAFETY: one vCPU and events masked while the callback runs: nothing else touches these.
+    unsafe {
+        if let Some(vi) = *core::ptr::addr_of!(VCPU_INFO) {
+            UPCALL_MASK_SEEN = vi.upcall_mask();
+            vi.ack();
+        }
+        UPCALLS += 1;
+    }
+    traps::Action::Iret
+}
+
+fn upcalls() -> u32 {
+    // SAFETY: a plain read on the only vCPU.
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!(UPCALLS)) }
+}
+
+/// `SCHEDOP_block` unmasks events, so an upcall comes on the way out: the event callback
+/// must take it.
 fn block_checks(c: &mut Checks, vi: &VcpuInfoArea) {
+    // SAFETY: set before the callback can run (events are masked).
+    unsafe { VCPU_INFO = Some(*vi) };
+    traps::set_handler(traps::VEC_EVENT, Some(on_event));
+    let rc = traps::register_callback(
+        CALLBACKTYPE_EVENT,
+        CALLBACKF_MASK_EVENTS,
+        traps::stub_addr(traps::VEC_EVENT),
+    );
+    c.eq("callback_op: register the event callback", rc, 0);
     let p = timer_port();
     vi.ack();
+    let before = upcalls();
     let deadline = vi.now() + SOON;
     time::set_singleshot(0, deadline, 0);
     let rc = time::block();
     let woke = vi.now();
     c.eq("SCHEDOP_block", rc, 0);
     on_time(c, "block wakes on the timer event", deadline, woke);
-    c.eq("block cleared the upcall mask", vi.upcall_mask(), 0);
-    c.eq("block returned with evtchn_upcall_pending", vi.upcall_pending(), 1);
+    c.eq("the timer event was delivered as one upcall", upcalls(), before + 1);
+    // SAFETY: a plain read on the only vCPU.
+    c.eq("the upcall came with events masked", unsafe { UPCALL_MASK_SEEN }, 1);
+    c.eq("iret restored the unmasked state of block", vi.upcall_mask(), 0);
     vi.set_upcall_mask(1);
+    let Ok(ipi) = evtchn::bind_ipi(0) else { return };
+    evtchn::send(ipi);
+    c.eq("a masked event is not delivered", upcalls(), before + 1);
     let t0 = vi.now();
     let rc = time::block();
     let dt = vi.now() - t0;
     c.eq("SCHEDOP_block with an event pending", rc, 0);
     c.check("...returns at once", dt < LATE, format_args!("after {dt} ns"));
+    c.eq("...and the event is delivered", upcalls(), before + 2);
     vi.set_upcall_mask(1);
     vi.ack();
+    evtchn::close(ipi);
     evtchn::close(p);
 }
 

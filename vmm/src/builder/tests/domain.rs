@@ -269,8 +269,11 @@ fn hypercall_page_is_filled_when_the_note_asks_for_it() {
 
 #[test]
 fn debian_kernel_unpacks_and_has_expected_notes() {
+    // The kernel scripts/setup fetched, under XENVMM_CACHE as the scripts place it.
     let path = std::env::var("XENVMM_DEBIAN_KERNEL").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/cache/nested-kernel/current/vmlinuz").to_string()
+        let cache = std::env::var("XENVMM_CACHE")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target/cache").to_string());
+        format!("{cache}/nested-kernel/current/vmlinuz")
     });
     let image = std::fs::read(&path).unwrap_or_else(|e| {
         panic!("Debian kernel not found at {path} ({e}); run scripts/setup or set XENVMM_DEBIAN_KERNEL")
