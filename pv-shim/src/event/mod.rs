@@ -89,10 +89,25 @@ struct HostEnd {
     bound_to: u32,
 }
 
+/// One port packed in 32 bits, so that the table stays small (the shim is built on its boot
+/// stack): tag in bits 0-2, notify vCPU in bits 3-7, then the tag's value: the remote domid
+/// (unbound), the remote port (interdomain to this domain), the `HostEnd` index
+/// (interdomain to domain 0), or the VIRQ.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Packed(u32);
+
+const TAG_FREE: u32 = 0;
+const TAG_RESERVED: u32 = 1;
+const TAG_UNBOUND: u32 = 2;
+const TAG_LOOPBACK: u32 = 3;
+const TAG_DOM0: u32 = 4;
+const TAG_VIRQ: u32 = 5;
+const TAG_IPI: u32 = 6;
+
 /// The domain's event channels.
 #[derive(Clone, Debug)]
 pub struct EventChannels {
-    ports: [Channel; NR_PORTS],
+    ports: [Packed; NR_PORTS],
     /// Xen's `valid_evtchns`: ports below it have a `struct evtchn`.
     valid: u32,
     /// vCPU 0's `virq_to_evtchn` (global VIRQs are bound on vCPU 0, as in Xen).
@@ -115,7 +130,7 @@ impl EventChannels {
     /// ports remembered for `EVTCHNOP_bind_interdomain`. Bad entries from the VMM are skipped.
     pub fn new(boot: &BootInfo) -> EventChannels {
         let mut ev = EventChannels {
-            ports: [Channel::default(); NR_PORTS],
+            ports: [Packed::default(); NR_PORTS],
             valid: EVTCHNS_PER_BUCKET,
             virq_to_evtchn: [0; NR_VIRQS as usize],
             host_ends: [HostEnd::default(); 2 * MAX_HOST_PORTS],
@@ -125,17 +140,17 @@ impl EventChannels {
             marked: 0,
             ignored_host_raises: 0,
         };
-        ev.ports[0].state = PortState::Reserved;
+        ev.set(0, Channel { state: PortState::Reserved, notify_vcpu: 0 });
         let n = (boot.nr_host_ports as usize).min(MAX_HOST_PORTS);
         for hp in &boot.host_ports[..n] {
             let p = hp.port;
-            if p == 0 || p > MAX_EVTCHN_PORT || ev.ports[p as usize].state != PortState::Free {
+            let free = p != 0 && p <= MAX_EVTCHN_PORT && ev.get(p).state == PortState::Free;
+            if !free || !ev.add_host_end(hp.remote_port, p) {
                 continue;
             }
             ev.grow_to(p);
-            ev.ports[p as usize].state =
-                PortState::Interdomain { remote_dom: 0, remote_port: hp.remote_port };
-            ev.add_host_end(hp.remote_port, p);
+            let state = PortState::Interdomain { remote_dom: 0, remote_port: hp.remote_port };
+            ev.set(p, Channel { state, notify_vcpu: 0 });
         }
         let n = (boot.nr_host_unbound as usize).min(MAX_HOST_PORTS);
         for &dom0_port in &boot.host_unbound[..n] {
@@ -144,12 +159,56 @@ impl EventChannels {
         ev
     }
 
-    fn add_host_end(&mut self, dom0_port: u32, bound_to: u32) {
+    /// Remembers a domain-0 port; false when it is known already or there is no room.
+    fn add_host_end(&mut self, dom0_port: u32, bound_to: u32) -> bool {
         if self.host_end(dom0_port).is_some() || self.nr_host_ends == self.host_ends.len() {
-            return;
+            return false;
         }
         self.host_ends[self.nr_host_ends] = HostEnd { dom0_port, bound_to };
         self.nr_host_ends += 1;
+        true
+    }
+
+    /// Decodes port `port` (which must be below `NR_PORTS`).
+    fn get(&self, port: u32) -> Channel {
+        let v = self.ports[port as usize].0;
+        let value = v >> 8;
+        let state = match v & 7 {
+            TAG_RESERVED => PortState::Reserved,
+            TAG_UNBOUND => PortState::Unbound { remote_dom: value as DomId },
+            TAG_LOOPBACK => PortState::Interdomain { remote_dom: self.domid, remote_port: value },
+            TAG_DOM0 => PortState::Interdomain {
+                remote_dom: 0,
+                remote_port: self.host_ends.get(value as usize).map_or(0, |h| h.dom0_port),
+            },
+            TAG_VIRQ => PortState::Virq(value),
+            TAG_IPI => PortState::Ipi,
+            _ => PortState::Free,
+        };
+        Channel { state, notify_vcpu: (v >> 3) & 31 }
+    }
+
+    /// Encodes `chn` into port `port` (below `NR_PORTS`). An interdomain binding to domain 0
+    /// refers to its remembered `HostEnd`: callers only make such bindings for those.
+    fn set(&mut self, port: u32, chn: Channel) {
+        let (tag, value) = match chn.state {
+            PortState::Free => (TAG_FREE, 0),
+            PortState::Reserved => (TAG_RESERVED, 0),
+            PortState::Unbound { remote_dom } => (TAG_UNBOUND, u32::from(remote_dom)),
+            PortState::Interdomain { remote_dom: 0, remote_port } => {
+                let i = self.host_ends[..self.nr_host_ends].iter().position(|h| h.dom0_port == remote_port);
+                (TAG_DOM0, i.unwrap_or(0) as u32)
+            }
+            PortState::Interdomain { remote_port, .. } => (TAG_LOOPBACK, remote_port),
+            PortState::Virq(virq) => (TAG_VIRQ, virq),
+            PortState::Ipi => (TAG_IPI, 0),
+        };
+        self.ports[port as usize] = Packed(tag | ((chn.notify_vcpu & 31) << 3) | (value << 8));
+    }
+
+    fn set_state(&mut self, port: u32, state: PortState) {
+        let notify_vcpu = self.get(port).notify_vcpu;
+        self.set(port, Channel { state, notify_vcpu });
     }
 
     fn host_end(&mut self, dom0_port: u32) -> Option<&mut HostEnd> {
@@ -170,7 +229,7 @@ impl EventChannels {
 
     /// The port's binding, `None` for a port that is not valid.
     pub fn channel(&self, port: u32) -> Option<Channel> {
-        self.is_valid(port).then(|| self.ports[port as usize])
+        self.is_valid(port).then(|| self.get(port))
     }
 
     /// The port bound to `virq` (on vCPU 0), 0 for none.
@@ -180,7 +239,7 @@ impl EventChannels {
 
     /// Xen's `get_free_port`: the lowest free port, growing the table a bucket at a time.
     fn get_free_port(&mut self) -> Result<u32, Errno> {
-        if let Some(p) = (0..self.valid).find(|&p| self.ports[p as usize].state == PortState::Free) {
+        if let Some(p) = (0..self.valid).find(|&p| self.ports[p as usize].0 & 7 == TAG_FREE) {
             return Ok(p);
         }
         if self.valid > MAX_EVTCHN_PORT {
@@ -314,8 +373,7 @@ impl<M: Machine> Shim<M> {
                 let port = self.ev.get_free_port()?;
                 // Xen keeps any remote domid: it is checked when that domain binds.
                 let remote_dom = if remote_dom == DOMID_SELF { self.ev.domid } else { remote_dom };
-                self.ev.ports[port as usize] =
-                    Channel { state: PortState::Unbound { remote_dom }, notify_vcpu: 0 };
+                self.ev.set(port, Channel { state: PortState::Unbound { remote_dom }, notify_vcpu: 0 });
                 Ok(port)
             }
         }
@@ -334,14 +392,14 @@ impl<M: Machine> Shim<M> {
                 if !unbound_for_us {
                     return Err(Errno::EINVAL);
                 }
-                self.ev.ports[lport as usize].state = PortState::Interdomain { remote_dom: own, remote_port };
-                self.ev.ports[remote_port as usize].state =
-                    PortState::Interdomain { remote_dom: own, remote_port: lport };
+                self.ev.set_state(lport, PortState::Interdomain { remote_dom: own, remote_port });
+                self.ev
+                    .set_state(remote_port, PortState::Interdomain { remote_dom: own, remote_port: lport });
             }
             Domain::Dom0 => {
                 let end = self.ev.host_end(remote_port).filter(|h| h.bound_to == 0).ok_or(Errno::EINVAL)?;
                 end.bound_to = lport;
-                self.ev.ports[lport as usize].state = PortState::Interdomain { remote_dom: 0, remote_port };
+                self.ev.set_state(lport, PortState::Interdomain { remote_dom: 0, remote_port });
             }
         }
         // Notifications sent to the remote port while it was unbound may be lost: Xen sets
@@ -365,7 +423,7 @@ impl<M: Machine> Shim<M> {
             return Err(Errno::EEXIST);
         }
         let port = self.ev.get_free_port()?;
-        self.ev.ports[port as usize] = Channel { state: PortState::Virq(virq), notify_vcpu: vcpu };
+        self.ev.set(port, Channel { state: PortState::Virq(virq), notify_vcpu: vcpu });
         self.ev.virq_to_evtchn[virq as usize] = port;
         if virq == VIRQ_TIMER {
             self.rearm_timer();
@@ -379,7 +437,7 @@ impl<M: Machine> Shim<M> {
             return Err(Errno::ENOENT);
         }
         let port = self.ev.get_free_port()?;
-        self.ev.ports[port as usize] = Channel { state: PortState::Ipi, notify_vcpu: vcpu };
+        self.ev.set(port, Channel { state: PortState::Ipi, notify_vcpu: vcpu });
         Ok(port)
     }
 
@@ -400,8 +458,8 @@ impl<M: Machine> Shim<M> {
                 }
             }
             PortState::Interdomain { remote_port, .. } => {
-                if let Some(peer) = self.ev.ports.get_mut(remote_port as usize) {
-                    peer.state = PortState::Unbound { remote_dom: own };
+                if remote_port < NR_PORTS as u32 {
+                    self.ev.set_state(remote_port, PortState::Unbound { remote_dom: own });
                 }
             }
         }
@@ -415,7 +473,7 @@ impl<M: Machine> Shim<M> {
     /// Xen's `evtchn_free`: clear the pending bit, free the port, notify vCPU 0 again.
     fn evtchn_free(&mut self, port: u32) {
         self.evtchn_clear_pending(port);
-        self.ev.ports[port as usize] = Channel::default();
+        self.ev.set(port, Channel::default());
     }
 
     /// `EVTCHNOP_send`.
@@ -479,7 +537,8 @@ impl<M: Machine> Shim<M> {
             PortState::Unbound { .. } | PortState::Interdomain { .. } => {}
             _ => return Err(Errno::EINVAL),
         }
-        self.ev.ports[port as usize].notify_vcpu = vcpu;
+        let state = self.ev.get(port).state;
+        self.ev.set(port, Channel { state, notify_vcpu: vcpu });
         Ok(())
     }
 

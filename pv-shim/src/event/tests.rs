@@ -504,3 +504,24 @@ fn commands_are_c_ints() {
     assert_eq!(event_channel_op(&mut s, Args([(1 << 32) | EVTCHNOP_SEND, ARG, 0, 0, 0, 0])), Ok(0));
     assert!(s.evtchn_is_pending(p));
 }
+
+#[test]
+fn the_port_table_stays_small() {
+    // The shim is built on its 64 KiB boot stack: keep the table a few KiB.
+    assert!(core::mem::size_of::<EventChannels>() <= 4096 + 512, "{}", core::mem::size_of::<EventChannels>());
+}
+
+#[test]
+fn packed_ports_decode_to_what_was_bound() {
+    let mut s = shim();
+    let unbound = alloc_unbound(&mut s, DOMID_SELF, 0x7fef).unwrap();
+    let virq = bind_virq(&mut s, VIRQ_ARCH_7, 0).unwrap();
+    let to_dom0 = bind_interdomain(&mut s, 0, 21).unwrap();
+    assert_eq!(s.ev.channel(unbound).unwrap().state, PortState::Unbound { remote_dom: 0x7fef });
+    assert_eq!(s.ev.channel(virq).unwrap().state, PortState::Virq(VIRQ_ARCH_7));
+    assert_eq!(
+        s.ev.channel(to_dom0).unwrap().state,
+        PortState::Interdomain { remote_dom: 0, remote_port: 21 }
+    );
+    assert_eq!(s.ev.channel(2).unwrap().state, PortState::Interdomain { remote_dom: 0, remote_port: 11 });
+}
