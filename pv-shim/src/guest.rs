@@ -110,6 +110,8 @@ pub struct Vcpu {
     pub emul: crate::emul::EmulState,
     /// Timers and runstate (`time`).
     pub time: crate::time::VcpuTime,
+    /// `VCPUOP_send_nmi` raised an NMI for the guest's NMI callback (`traps` delivers it).
+    pub nmi_pending: bool,
 }
 
 impl Vcpu {
@@ -132,6 +134,7 @@ impl Vcpu {
             iobitmap: (0, 0),
             emul: Default::default(),
             time: Default::default(),
+            nmi_pending: false,
         }
     }
 

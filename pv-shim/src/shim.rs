@@ -43,6 +43,9 @@ pub struct Shim<M: Machine> {
     pub time: crate::time::DomainTime,
     /// Enabled `VMASST_TYPE_*` bits (`vm_assist`).
     pub vm_assist: u64,
+    /// `SCHEDOP_shutdown_code`: the reason the domain's shutdown will report (Xen's
+    /// `d->shutdown_code`; the first one set wins).
+    pub shutdown_code: Option<u8>,
     /// The shim's hypervisor-hole L4 entries, written into every guest L4 it adopts.
     pub hole: HoleEntries,
     /// Set by a handler that stopped early to continue itself (Xen's
@@ -72,6 +75,7 @@ impl<M: Machine> Shim<M> {
             ev,
             time,
             vm_assist: 0,
+            shutdown_code: None,
             hole: [0; 16],
             continuation: None,
             dead: false,

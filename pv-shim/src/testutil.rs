@@ -21,6 +21,8 @@ pub struct MockMachine {
     pub timer: Option<u32>,
     /// How often the guest slept in `wait_for_interrupt`.
     pub waits: u32,
+    /// `(n, port)`: the "VMM" raises guest `port` during the `n`-th `wait_for_interrupt`.
+    pub host_events_at_wait: Vec<(u32, u32)>,
     pub msrs: std::collections::BTreeMap<u32, u64>,
     pub cr0: u64,
     pub cr4: u64,
@@ -46,6 +48,7 @@ impl MockMachine {
             tsc_per_timer_tick: 1,
             timer: None,
             waits: 0,
+            host_events_at_wait: Vec::new(),
             msrs: Default::default(),
             // PE, MP, ET, NE, WP, PG as a 64-bit kernel runs.
             cr0: 0x8005_0033,
@@ -124,6 +127,19 @@ impl Machine for MockMachine {
 
     fn wait_for_interrupt(&mut self) {
         self.waits += 1;
+        let n = self.waits;
+        let mut raised = false;
+        for &(_, port) in self.host_events_at_wait.iter().filter(|e| e.0 == n) {
+            if let Some(w) = self.to_guest.get_mut(port as usize / 64) {
+                *w |= 1 << (port % 64);
+                raised = true;
+            }
+        }
+        if raised {
+            // The VMM's interrupt ends the sleep before any timer.
+            self.tsc += 1;
+            return;
+        }
         match self.timer.take() {
             Some(t) => self.tsc += u64::from(t) * self.tsc_per_timer_tick,
             None => self.tsc += 1,

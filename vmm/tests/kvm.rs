@@ -177,6 +177,29 @@ fn too_little_memory_is_a_clear_error() -> Result<(), Failed> {
     Ok(())
 }
 
+/// A guest that reports through `Checks` must end with exit `code`, its summary line and no
+/// failed check.
+fn expect_all_checks_pass(out: &Output, program: &str, code: i32) -> Result<(), Failed> {
+    expect_code(out, code)?;
+    let so = text(&out.stdout);
+    let summary = so.lines().find(|l| l.starts_with(&format!("{program}: ")) && l.contains("checks passed"));
+    match summary {
+        Some(l) if l.ends_with(" checks passed, 0 failed") && !so.contains("not ok") => Ok(()),
+        _ => Err(format!("{program} did not pass all its checks:\n{so}").into()),
+    }
+}
+
+fn events_guest_passes_every_event_channel_check() -> Result<(), Failed> {
+    // Powers off although its last call is SCHEDOP_shutdown(reboot): shutdown_code wins.
+    let out = xenvmm(&["--kernel", guests::EVENTS, "--mem", "64M"]);
+    expect_all_checks_pass(&out, "events", 0)
+}
+
+fn timer_guest_passes_every_time_and_timer_check() -> Result<(), Failed> {
+    let out = xenvmm(&["--kernel", guests::TIMER, "--mem", "64M"]);
+    expect_all_checks_pass(&out, "timer", 0)
+}
+
 fn main() {
     let args = Arguments::from_args();
     if !hw_kvm() && std::env::var_os("XENVMM_NESTED").is_none() {
@@ -204,6 +227,14 @@ fn main() {
             library_api_reports_in_memory_kernels_and_bad_images,
         ),
         Trial::test("too_little_memory_is_a_clear_error", too_little_memory_is_a_clear_error),
+        Trial::test(
+            "events_guest_passes_every_event_channel_check",
+            events_guest_passes_every_event_channel_check,
+        ),
+        Trial::test(
+            "timer_guest_passes_every_time_and_timer_check",
+            timer_guest_passes_every_time_and_timer_check,
+        ),
         Trial::test(
             "traps_guest_checks_bounce_frames_and_small_hypercalls",
             traps_guest_checks_bounce_frames_and_small_hypercalls,

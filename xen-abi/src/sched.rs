@@ -37,3 +37,30 @@ pub struct SchedPoll {
     pub _pad: u32,
     pub timeout: u64,
 }
+
+/// `struct sched_remote_shutdown` (`sched.h`): the argument of `SCHEDOP_remote_shutdown`.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct SchedRemoteShutdown {
+    pub domain_id: u16,
+    pub _pad: u16,
+    /// `SHUTDOWN_*`.
+    pub reason: u32,
+}
+
+/// `struct sched_watchdog` (`sched.h`): the argument of `SCHEDOP_watchdog`.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct SchedWatchdog {
+    /// 0 allocates a new watchdog; otherwise the id a previous call returned.
+    pub id: u32,
+    /// Seconds; 0 destroys the watchdog `id`.
+    pub timeout: u32,
+}
+
+/// `struct sched_pin_override` (`sched.h`): the argument of `SCHEDOP_pin_override`.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct SchedPinOverride {
+    pub pcpu: i32,
+}

@@ -86,3 +86,14 @@ pub struct VcpuRegisterVcpuInfo {
 pub struct VcpuRegisterTimeMemoryArea {
     pub addr: u64,
 }
+
+/// `sizeof(struct vcpu_guest_context)` on x86_64 (`arch-x86/xen.h`): what `VCPUOP_initialise`
+/// reads from the guest (xen-pv-contract.md §4.8.1).
+pub const VCPU_GUEST_CONTEXT_SIZE: usize = 5168;
+
+/// `struct vcpu_get_physid` (`vcpu.h`): `VCPUOP_get_physid`'s result (dom0 only).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VcpuGetPhysid {
+    pub phys_id: u64,
+}

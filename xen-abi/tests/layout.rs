@@ -36,11 +36,16 @@ use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use xen_abi::callback::{CallbackRegister, CallbackUnregister};
+use xen_abi::event::{
+    EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindIpi, EvtchnBindPirq, EvtchnBindVcpu, EvtchnBindVirq,
+    EvtchnClose, EvtchnExpandArray, EvtchnInitControl, EvtchnReset, EvtchnSend, EvtchnSetPriority,
+    EvtchnStatus, EvtchnUnmask,
+};
 use xen_abi::memory::{XenMachphysMapping, XenMemoryMap};
-use xen_abi::sched::{SchedPoll, SchedShutdown};
+use xen_abi::sched::{SchedPinOverride, SchedPoll, SchedRemoteShutdown, SchedShutdown, SchedWatchdog};
 use xen_abi::vcpu::{
-    VcpuRegisterRunstateMemoryArea, VcpuRegisterTimeMemoryArea, VcpuRegisterVcpuInfo, VcpuRunstateInfo,
-    VcpuSetPeriodicTimer, VcpuSetSingleshotTimer,
+    VcpuGetPhysid, VcpuRegisterRunstateMemoryArea, VcpuRegisterTimeMemoryArea, VcpuRegisterVcpuInfo,
+    VcpuRunstateInfo, VcpuSetPeriodicTimer, VcpuSetSingleshotTimer,
 };
 use xen_abi::version::{XenCompileInfo, XenFeatureInfo, XenPlatformParameters};
 use xen_abi::xen::{
@@ -324,6 +329,83 @@ fn layouts() -> Vec<Layout> {
         }),
         layout!(VcpuRegisterTimeMemoryArea = "struct vcpu_register_time_memory_area" {
             addr: "addr.p" | "addr.v" | "addr.h",
+        }),
+        layout!(SchedRemoteShutdown = "struct sched_remote_shutdown" {
+            domain_id: "domain_id",
+            reason: "reason",
+        } pad { _pad }),
+        layout!(SchedWatchdog = "struct sched_watchdog" {
+            id: "id",
+            timeout: "timeout",
+        }),
+        layout!(SchedPinOverride = "struct sched_pin_override" {
+            pcpu: "pcpu",
+        }),
+        layout!(VcpuGetPhysid = "struct vcpu_get_physid" {
+            phys_id: "phys_id",
+        }),
+        layout!(EvtchnAllocUnbound = "struct evtchn_alloc_unbound" {
+            dom: "dom",
+            remote_dom: "remote_dom",
+            port: "port",
+        }),
+        layout!(EvtchnBindInterdomain = "struct evtchn_bind_interdomain" {
+            remote_dom: "remote_dom",
+            remote_port: "remote_port",
+            local_port: "local_port",
+        } pad { _pad }),
+        layout!(EvtchnBindVirq = "struct evtchn_bind_virq" {
+            virq: "virq",
+            vcpu: "vcpu",
+            port: "port",
+        }),
+        layout!(EvtchnBindPirq = "struct evtchn_bind_pirq" {
+            pirq: "pirq",
+            flags: "flags",
+            port: "port",
+        }),
+        layout!(EvtchnBindIpi = "struct evtchn_bind_ipi" {
+            vcpu: "vcpu",
+            port: "port",
+        }),
+        layout!(EvtchnClose = "struct evtchn_close" {
+            port: "port",
+        }),
+        layout!(EvtchnSend = "struct evtchn_send" {
+            port: "port",
+        }),
+        layout!(EvtchnUnmask = "struct evtchn_unmask" {
+            port: "port",
+        }),
+        // `u.unbound.dom` and `u.interdomain.dom` are the low 16 bits of `u_val`.
+        layout!(EvtchnStatus = "struct evtchn_status" {
+            dom: "dom",
+            port: "port",
+            status: "status",
+            vcpu: "vcpu",
+            u_val: "u.pirq" | "u.virq",
+            u_port: "u.interdomain.port",
+        } pad { _pad }),
+        layout!(EvtchnBindVcpu = "struct evtchn_bind_vcpu" {
+            port: "port",
+            vcpu: "vcpu",
+        }),
+        layout!(EvtchnReset = "struct evtchn_reset" {
+            dom: "dom",
+        }),
+        layout!(EvtchnInitControl = "struct evtchn_init_control" {
+            control_gfn: "control_gfn",
+            offset: "offset",
+            vcpu: "vcpu",
+            link_bits: "link_bits",
+            _pad: "_pad",
+        }),
+        layout!(EvtchnExpandArray = "struct evtchn_expand_array" {
+            array_gfn: "array_gfn",
+        }),
+        layout!(EvtchnSetPriority = "struct evtchn_set_priority" {
+            port: "port",
+            priority: "priority",
         }),
     ]
 }
@@ -620,6 +702,13 @@ fn constants() -> Vec<Const> {
         "EVTCHNOP_expand_array" => event::EVTCHNOP_EXPAND_ARRAY,
         "EVTCHNOP_set_priority" => event::EVTCHNOP_SET_PRIORITY,
         "EVTCHN_2L_NR_CHANNELS" => event::EVTCHN_2L_NR_CHANNELS,
+        "EVTCHNSTAT_closed" => event::EVTCHNSTAT_CLOSED,
+        "EVTCHNSTAT_unbound" => event::EVTCHNSTAT_UNBOUND,
+        "EVTCHNSTAT_interdomain" => event::EVTCHNSTAT_INTERDOMAIN,
+        "EVTCHNSTAT_pirq" => event::EVTCHNSTAT_PIRQ,
+        "EVTCHNSTAT_virq" => event::EVTCHNSTAT_VIRQ,
+        "EVTCHNSTAT_ipi" => event::EVTCHNSTAT_IPI,
+        "BIND_PIRQ__WILL_SHARE" => event::BIND_PIRQ__WILL_SHARE,
         "VIRQ_TIMER" => event::VIRQ_TIMER,
         "VIRQ_DEBUG" => event::VIRQ_DEBUG,
         "VIRQ_CONSOLE" => event::VIRQ_CONSOLE,
@@ -687,6 +776,7 @@ fn constants() -> Vec<Const> {
         "RUNSTATE_offline" => vcpu::RUNSTATE_OFFLINE,
         "XEN_RUNSTATE_UPDATE" => vcpu::XEN_RUNSTATE_UPDATE,
         "VCPU_SSHOTTMR_future" => vcpu::VCPU_SSHOTTMR_FUTURE,
+        "sizeof(struct vcpu_guest_context)" => vcpu::VCPU_GUEST_CONTEXT_SIZE,
     }
 }
 

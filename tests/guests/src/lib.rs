@@ -16,12 +16,14 @@ pub mod arch;
 pub mod check;
 pub mod console;
 mod entry;
+pub mod evtchn;
 pub mod hello;
 pub mod hypercall;
 pub mod layout;
 pub mod sched;
 pub mod shared;
 pub mod start_info;
+pub mod time;
 pub mod traps;
 
 pub use check::Checks;
