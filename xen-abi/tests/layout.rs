@@ -36,6 +36,7 @@ use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use xen_abi::callback::{CallbackRegister, CallbackUnregister};
+use xen_abi::io::console::XenconsInterface;
 use xen_abi::memory::{XenMachphysMapping, XenMemoryMap};
 use xen_abi::sched::{SchedPoll, SchedShutdown};
 use xen_abi::vcpu::{
@@ -324,6 +325,14 @@ fn layouts() -> Vec<Layout> {
         }),
         layout!(VcpuRegisterTimeMemoryArea = "struct vcpu_register_time_memory_area" {
             addr: "addr.p" | "addr.v" | "addr.h",
+        }),
+        layout!(XenconsInterface = "struct xencons_interface" {
+            r#in: "in",
+            out: "out",
+            in_cons: "in_cons",
+            in_prod: "in_prod",
+            out_cons: "out_cons",
+            out_prod: "out_prod",
         }),
     ]
 }
