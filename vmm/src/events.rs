@@ -27,7 +27,7 @@
 //! call comes out before that call's text. When the domain ends the ring is drained once more,
 //! for output the guest wrote without a notification.
 
-use crate::memory::atomic::{fetch_or_u64, swap_u64, AtomicWordError};
+use crate::memory::atomic::{fetch_or_u64, load_u64, swap_u64, AtomicWordError};
 use crate::stats::EventStats;
 use devices::console::{ConsoleError, ConsoleRing};
 use std::io::Write;
@@ -134,6 +134,10 @@ impl<'a> Backends<'a> {
         self.counts.wakeups.fetch_add(1, Ordering::Relaxed);
         for w in 0..MAILBOX_WORDS as u64 {
             let at = self.mailbox_gpa + TO_HOST + 8 * w;
+            // A plain load first: most words are empty, and a swap would write their line.
+            if load_u64(self.mem, at).map_err(EventError::Mailbox)? == 0 {
+                continue;
+            }
             let mut bits = swap_u64(self.mem, at, 0).map_err(EventError::Mailbox)?;
             while bits != 0 {
                 let port = w as u32 * 64 + bits.trailing_zeros();
