@@ -1,3 +1,8 @@
 //! Host-side backends ("dom0" devices) for xenvmm guests: xenstore, console, block and net
 //! over the Xen shared rings. Every byte they read from guest memory is hostile input.
+//!
+//! Backends reach guest memory only through vm-memory's bounds-checked [`vm_memory::Bytes`]
+//! copies and atomic loads/stores, never through references into it.
 #![forbid(unsafe_code)]
+
+pub mod console;

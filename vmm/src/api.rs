@@ -12,7 +12,8 @@
 
 use crate::builder::{self, DomainSpec};
 use crate::config::DomainConfig;
-use crate::kvm::{self, Vm};
+use crate::events::{self, Backends, EventError, HOST_PORTS};
+use crate::kvm::{self, EventFds, Vm};
 use crate::memory::Layout;
 use crate::shim::{self, PlacedShim, ShimImage};
 use crate::stats::{ExitCounts, Stats};
@@ -24,14 +25,12 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use xen_abi::hostcall::{CpuRegs, ShimStats};
 use xen_abi::sched::*;
 use zerocopy::FromBytes;
 
-/// Event channel ports the builder advertises for xenstore and the console (libxl allocates
-/// them in this order).
-pub const STORE_EVTCHN: u32 = 1;
-pub const CONSOLE_EVTCHN: u32 = 2;
+pub use crate::events::{CONSOLE_EVTCHN, STORE_EVTCHN};
 
 /// Which guest context was running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,8 +145,11 @@ pub struct Domain {
     // Field order matters for drop: the vCPU and VM go before the memory they map.
     vcpu: VcpuFd,
     _vm: Vm,
+    events: EventFds,
     mem: GuestMemoryMmap,
     placed: PlacedShim,
+    /// Machine address of the PV console ring page (`start_info.console.domU.mfn`).
+    console_gpa: u64,
     kvm_stats: Option<std::fs::File>,
     started: Instant,
     setup_done: Instant,
@@ -202,6 +204,10 @@ impl Domain {
             .map_err(|source| Error::Kernel { path: cfg.kernel.describe(), source })?;
 
         let vm = Vm::new(kvm, &mem)?;
+        let events = vm.connect_events()?;
+        for (port, remote, _) in HOST_PORTS {
+            placed.bind_host_port(port, remote)?;
+        }
         let vcpu = vm.create_vcpu(0, placed.entry, placed.boot_info_va(), placed.l4_gpa)?;
         let tsc_khz = vcpu.get_tsc_khz().map(u64::from).unwrap_or(0);
         placed.write_boot_info(
@@ -213,23 +219,56 @@ impl Domain {
             tsc_khz,
         )?;
         let kvm_stats = kvm::stats::open(&vcpu);
-        Ok(Domain { vcpu, _vm: vm, mem, placed, kvm_stats, started, setup_done: Instant::now() })
+        Ok(Domain {
+            vcpu,
+            _vm: vm,
+            events,
+            mem,
+            placed,
+            console_gpa: built.console_mfn << 12,
+            kvm_stats,
+            started,
+            setup_done: Instant::now(),
+        })
     }
 
-    /// Runs the domain to its end, writing its console output to `console`.
-    pub fn run(mut self, console: &mut dyn Write) -> Result<RunReport, Error> {
+    /// Runs the domain to its end, writing its console output to `console`: what the guest
+    /// writes to its PV console ring (`hvc0`) and with `console_io`, in the order the guest
+    /// wrote it. The vCPU runs on the calling thread; an event thread started here serves the
+    /// guest's event-channel notifications (the console ring) and writes to `console` too,
+    /// never at the same time.
+    pub fn run(mut self, console: &mut (dyn Write + Send)) -> Result<RunReport, Error> {
+        let exit_evt = EventFd::new(EFD_NONBLOCK).map_err(|e| Error::Events(EventError::Spawn(e)))?;
+        let backends =
+            Backends::new(&self.mem, self.placed.mailbox_gpa, &self.events.irq, self.console_gpa, console);
         let mut exits = ExitCounts::default();
         let run_start = Instant::now();
-        let result = VcpuRunner {
-            vcpu: &mut self.vcpu,
-            mem: &self.mem,
-            hostcall_gpa: self.placed.hostcall_gpa[0],
-            console,
-            exits: &mut exits,
-        }
-        .run();
+        let (result, served) = std::thread::scope(|s| {
+            let thread = std::thread::Builder::new()
+                .name("xenvmm-events".into())
+                .spawn_scoped(s, || events::event_loop(&backends, &self.events.doorbell, &exit_evt));
+            let thread = match thread {
+                Ok(t) => t,
+                Err(e) => return (Err(Error::Events(EventError::Spawn(e))), Ok(())),
+            };
+            let result = VcpuRunner {
+                vcpu: &mut self.vcpu,
+                mem: &self.mem,
+                hostcall_gpa: self.placed.hostcall_gpa[0],
+                backends: &backends,
+                exits: &mut exits,
+            }
+            .run();
+            // If this write failed the thread would never stop and the scope would hang; an
+            // eventfd write only fails when its counter is full, which one write cannot do.
+            exit_evt.write(1).expect("signalling the event thread to stop");
+            let served = thread.join().unwrap_or(Err(EventError::Panicked));
+            (result, served)
+        });
+        backends.final_drain();
         let run = run_start.elapsed();
         let exit = result?;
+        served?;
         let mut raw = vec![0u8; core::mem::size_of::<ShimStats>()];
         let shim = self
             .mem
@@ -237,7 +276,14 @@ impl Domain {
             .ok()
             .and_then(|_| ShimStats::read_from_bytes(&raw).ok());
         let kvm = self.kvm_stats.as_mut().and_then(kvm::stats::read).unwrap_or_default();
-        let stats = Stats { setup: self.setup_done - self.started, run, userspace_exits: exits, kvm, shim };
+        let stats = Stats {
+            setup: self.setup_done - self.started,
+            run,
+            userspace_exits: exits,
+            kvm,
+            shim,
+            events: backends.stats(),
+        };
         Ok(RunReport { exit, stats })
     }
 }

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod builder;
 pub mod config;
+pub mod events;
 #[allow(unsafe_code)]
 pub mod kvm;
 pub mod memory;
@@ -20,7 +21,7 @@ mod vcpu;
 
 pub use api::{Domain, ExitReason, Fault, GuestMode, RunReport};
 pub use config::{parse_mem_size, DomainConfig, ImageSource};
-pub use stats::Stats;
+pub use stats::{EventStats, Stats};
 
 /// Everything that can stop xenvmm from building or running a domain. Messages are one line
 /// that says what is wrong and, where it helps, what to do.
@@ -51,4 +52,6 @@ pub enum Error {
     GuestMemory(#[source] vm_memory::GuestMemoryError),
     #[error("{0}")]
     Vcpu(String),
+    #[error(transparent)]
+    Events(#[from] events::EventError),
 }

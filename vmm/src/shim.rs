@@ -24,6 +24,8 @@ pub enum ShimError {
     BadImage(String),
     #[error("cannot write the PV shim into guest memory: {0}")]
     Memory(#[from] vm_memory::GuestMemoryError),
+    #[error("cannot bind guest port {port} to domain 0 before boot: {why}")]
+    HostPort { port: u32, why: &'static str },
 }
 
 /// One loadable segment of the shim.
@@ -110,6 +112,29 @@ impl PlacedShim {
     /// The direct-map address of the boot information, passed to the shim in `rdi`.
     pub fn boot_info_va(&self) -> u64 {
         DIRECTMAP_BASE + self.boot_info_gpa
+    }
+
+    /// Records that domain 0 bound guest port `port` (its own end being `remote_port`) before
+    /// boot, so that the shim finds it interdomain-bound to domain 0 (`BootInfo::host_ports`).
+    pub fn bind_host_port(&mut self, port: u32, remote_port: u32) -> Result<(), ShimError> {
+        let b = &mut self.boot;
+        let n = b.nr_host_ports as usize;
+        let err = |why| Err(ShimError::HostPort { port, why });
+        if port == 0 || port >= xen_abi::event::EVTCHN_2L_NR_CHANNELS {
+            return err("not a valid 2-level port");
+        }
+        if b.host_ports[..n].iter().any(|h| h.port == port) {
+            return err("already bound");
+        }
+        let Some(slot) = b.host_ports.get_mut(n) else { return err("too many ports") };
+        *slot = HostPort { port, remote_port };
+        b.nr_host_ports += 1;
+        Ok(())
+    }
+
+    /// The ports bound with [`Self::bind_host_port`].
+    pub fn host_ports(&self) -> &[HostPort] {
+        &self.boot.host_ports[..self.boot.nr_host_ports as usize]
     }
 
     /// Completes `BootInfo` with vCPU 0's guest state and writes it.
@@ -281,6 +306,30 @@ mod tests {
         assert!(img.frames() > 0);
         assert!(img.segments.iter().any(|s| s.executable && !s.writable));
         assert!(img.segments.iter().all(|s| !(s.executable && s.writable)), "W^X");
+    }
+
+    #[test]
+    fn host_ports_are_bound_once_each_within_the_table() {
+        let img = ShimImage::parse(SHIM_ELF).unwrap();
+        let layout = Layout::plan(64 << 20, img.frames(), fixed_frames(1)).unwrap();
+        let mem = layout.create_memory().unwrap();
+        let mut placed = place(&mem, &layout, &img, &mut layout.shim_frames(), 1).unwrap();
+        placed.bind_host_port(2, 7).unwrap();
+        assert!(matches!(placed.bind_host_port(2, 8), Err(ShimError::HostPort { port: 2, .. })));
+        assert!(placed.bind_host_port(0, 1).is_err(), "port 0 is never valid");
+        assert!(placed.bind_host_port(4096, 1).is_err());
+        for p in 3..3 + MAX_HOST_PORTS as u32 - 1 {
+            placed.bind_host_port(p, p).unwrap();
+        }
+        assert!(placed.bind_host_port(100, 1).is_err(), "table full");
+        assert_eq!(placed.host_ports().len(), MAX_HOST_PORTS);
+        assert_eq!(placed.host_ports()[0], HostPort { port: 2, remote_port: 7 });
+        placed.write_boot_info(&mem, 1, 2, 3, 4, 5).unwrap();
+        let mut raw = vec![0u8; core::mem::size_of::<BootInfo>()];
+        mem.read_slice(&mut raw, GuestAddress(placed.boot_info_gpa)).unwrap();
+        let b = <BootInfo as zerocopy::FromBytes>::read_from_bytes(&raw).unwrap();
+        assert_eq!(b.nr_host_ports as usize, MAX_HOST_PORTS);
+        assert_eq!(b.host_ports[0], HostPort { port: 2, remote_port: 7 });
     }
 
     #[test]

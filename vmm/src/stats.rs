@@ -1,11 +1,12 @@
 //! What `--stats` reports: VM exits by reason (userspace exits counted here, all exits as KVM
-//! counts them), hypercalls by number as the shim counts them, and where the time went.
+//! counts them), hypercalls by number and the shim's other counters, the event channels' host
+//! side, and where the time went.
 
 use crate::kvm::stats::KvmStats;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
-use xen_abi::hostcall::ShimStats;
+use xen_abi::hostcall::{EmulKind, ShimStats};
 use xen_abi::hypercall::{name, NR_HYPERCALLS};
 
 /// VM exits that reached this process, by kind.
@@ -22,6 +23,24 @@ impl ExitCounts {
     }
 }
 
+/// The host side of the event channels (`crate::events`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventStats {
+    /// Times the event thread woke for the doorbell (or a doorbell exit reached userspace).
+    pub doorbell_wakeups: u64,
+    /// Guest notifications taken from the mailbox (several sends of one port between two
+    /// wake-ups count once).
+    pub ports_notified: u64,
+    /// Of those, notifications of ports no backend serves yet (xenstore).
+    pub notified_unserved: u64,
+    /// Guest ports the VMM raised.
+    pub ports_raised: u64,
+    /// irqfd writes (raises that found their mailbox word empty).
+    pub irqs: u64,
+    /// Bytes taken from the PV console ring.
+    pub console_ring_bytes: u64,
+}
+
 /// Statistics of one run.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
@@ -35,6 +54,8 @@ pub struct Stats {
     pub kvm: KvmStats,
     /// The shim's counters.
     pub shim: Option<ShimStats>,
+    /// The VMM's side of the event channels.
+    pub events: EventStats,
 }
 
 impl Stats {
@@ -93,7 +114,68 @@ impl fmt::Display for Stats {
         if let Some(s) = &self.shim {
             let exc: u64 = s.exceptions.iter().sum();
             writeln!(f, "  guest exceptions: {exc}; hostcalls: {}", s.hostcalls)?;
+            let emulated: Vec<String> = EmulKind::NAMES
+                .iter()
+                .zip(s.emulated.iter())
+                .filter(|(_, n)| **n > 0)
+                .map(|(name, n)| format!("{name} {n}"))
+                .collect();
+            if !emulated.is_empty() {
+                writeln!(f, "  emulated instructions: {}", emulated.join(", "))?;
+            }
+            let [host, timer, other] = s.interrupts;
+            let shim: Vec<String> = [
+                ("event upcalls", s.upcalls),
+                ("guest syscalls", s.syscalls),
+                ("host-event interrupts", host),
+                ("timer interrupts", timer),
+                ("other interrupts", other),
+                ("doorbells", s.doorbells),
+                ("ports raised by the host", s.host_raised),
+                ("timer events", s.timer_fired),
+            ]
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+            if !shim.is_empty() {
+                writeln!(f, "  shim: {}", shim.join(", "))?;
+            }
+        }
+        let e = &self.events;
+        if *e != EventStats::default() {
+            writeln!(
+                f,
+                "  host events: {} doorbell wake-ups, {} notifications ({} unserved), {} raises ({} irqfd writes), {} console ring bytes",
+                e.doorbell_wakeups, e.ports_notified, e.notified_unserved, e.ports_raised, e.irqs, e.console_ring_bytes
+            )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zerocopy::FromZeros;
+
+    #[test]
+    fn shim_and_event_counters_are_printed_only_when_non_zero() {
+        let mut shim = ShimStats::new_zeroed();
+        let mut stats = Stats { shim: Some(shim), ..Default::default() };
+        let quiet = stats.to_string();
+        for word in ["emulated", "shim:", "host events", "doorbells"] {
+            assert!(!quiet.contains(word), "{word} in\n{quiet}");
+        }
+        shim.emulated[EmulKind::Rdmsr as usize] = 3;
+        shim.doorbells = 7;
+        shim.interrupts[1] = 2;
+        stats.shim = Some(shim);
+        stats.events.console_ring_bytes = 100;
+        let s = stats.to_string();
+        assert!(s.contains("emulated instructions: rdmsr 3\n"), "{s}");
+        assert!(s.contains("shim: timer interrupts 2, doorbells 7\n"), "{s}");
+        assert!(s.contains("100 console ring bytes"), "{s}");
+        assert!(!s.contains("upcalls") && !s.contains("wrmsr"), "{s}");
     }
 }

@@ -2,23 +2,23 @@
 //! read from the hostcall page is treated as untrusted (the bytes come from the guest).
 
 use crate::api::{ExitReason, Fault, GuestMode};
+use crate::events::Backends;
 use crate::stats::ExitCounts;
 use crate::Error;
 use kvm_ioctls::{VcpuExit, VcpuFd};
-use std::io::Write;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use xen_abi::hostcall::*;
 use zerocopy::FromBytes;
 
-pub(crate) struct VcpuRunner<'a> {
+pub(crate) struct VcpuRunner<'a, 'b> {
     pub vcpu: &'a mut VcpuFd,
     pub mem: &'a GuestMemoryMmap,
     pub hostcall_gpa: u64,
-    pub console: &'a mut dyn Write,
+    pub backends: &'a Backends<'b>,
     pub exits: &'a mut ExitCounts,
 }
 
-impl VcpuRunner<'_> {
+impl VcpuRunner<'_, '_> {
     /// Runs until the domain ends; returns why.
     pub fn run(&mut self) -> Result<ExitReason, Error> {
         loop {
@@ -36,6 +36,12 @@ impl VcpuRunner<'_> {
                     if let Some(r) = self.hostcall()? {
                         return Ok(r);
                     }
+                }
+                // KVM's ioeventfd takes these; one reaching userspace means it is missing, and
+                // the notification is served here so that the guest still makes progress.
+                VcpuExit::IoOut(DOORBELL_PORT, _) => {
+                    self.exits.count("io_out (doorbell)");
+                    self.backends.doorbell()?;
                 }
                 VcpuExit::IoOut(..) => self.exits.count("io_out"),
                 VcpuExit::IoIn(_, data) => {
@@ -79,9 +85,7 @@ impl VcpuRunner<'_> {
         let outcome = match page.nr {
             HC_CONSOLE_WRITE => {
                 let n = (page.args[0] as usize).min(HOSTCALL_DATA_SIZE);
-                // A console that went away (closed pipe) must not stop the guest.
-                let _ = self.console.write_all(&page.data[..n]);
-                let _ = self.console.flush();
+                self.backends.console_write(&page.data[..n])?;
                 None
             }
             HC_SHUTDOWN => Some(ExitReason::from_shutdown(page.args[0] as u32)),

@@ -14,6 +14,7 @@ pub mod errno;
 pub mod event;
 pub mod hostcall;
 pub mod hypercall;
+pub mod io;
 pub mod memory;
 pub mod physdev;
 pub mod sched;

@@ -41,6 +41,7 @@ use xen_abi::event::{
     EvtchnClose, EvtchnExpandArray, EvtchnInitControl, EvtchnReset, EvtchnSend, EvtchnSetPriority,
     EvtchnStatus, EvtchnUnmask,
 };
+use xen_abi::io::console::XenconsInterface;
 use xen_abi::memory::{XenMachphysMapping, XenMemoryMap};
 use xen_abi::sched::{SchedPinOverride, SchedPoll, SchedRemoteShutdown, SchedShutdown, SchedWatchdog};
 use xen_abi::vcpu::{
@@ -406,6 +407,14 @@ fn layouts() -> Vec<Layout> {
         layout!(EvtchnSetPriority = "struct evtchn_set_priority" {
             port: "port",
             priority: "priority",
+        }),
+        layout!(XenconsInterface = "struct xencons_interface" {
+            r#in: "in",
+            out: "out",
+            in_cons: "in_cons",
+            in_prod: "in_prod",
+            out_cons: "out_cons",
+            out_prod: "out_prod",
         }),
     ]
 }

@@ -7,7 +7,7 @@
 //! Results go to the hypervisor console as `ok - ..` / `not ok - ..` lines and end in
 //! `SCHEDOP_shutdown`.
 //!
-//! `unsafe` lives only in [`hypercall`], [`arch`], [`start_info`] and the code
+//! `unsafe` lives only in [`hypercall`], [`arch`], [`start_info`], [`ring`] and the code
 //! [`xen_guest!`] generates.
 #![no_std]
 #![deny(unsafe_code)]
@@ -20,6 +20,7 @@ pub mod evtchn;
 pub mod hello;
 pub mod hypercall;
 pub mod layout;
+pub mod ring;
 pub mod sched;
 pub mod shared;
 pub mod start_info;

@@ -1,12 +1,22 @@
 //! KVM: opening a usable `/dev/kvm`, creating the VM and its vCPU in long mode at the shim's
 //! entry, and reading KVM's own per-vCPU statistics (every VM exit, including those KVM
 //! handles in the kernel). The only module of the crate that may use `unsafe`.
+//!
+//! Event-channel notifications cross between the shim and the VMM inside KVM (see
+//! `crate::events`): an ioeventfd on [`DOORBELL_PORT`] wakes the event thread without an exit
+//! to userspace, and an irqfd whose GSI KVM routes as an MSI to vCPU 0's local APIC raises
+//! [`VECTOR_HOST_EVENT`] in the shim.
 
 pub mod stats;
 
-use kvm_bindings::{kvm_segment, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use kvm_bindings::{
+    kvm_irq_routing_entry, kvm_irq_routing_entry__bindgen_ty_1, kvm_irq_routing_msi, kvm_segment,
+    kvm_userspace_memory_region, KvmIrqRouting, KVM_IRQ_ROUTING_MSI, KVM_MAX_CPUID_ENTRIES,
+};
+use kvm_ioctls::{IoEventAddress, Kvm, NoDatamatch, VcpuFd, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use xen_abi::hostcall::{DOORBELL_PORT, LAPIC_PHYS, VECTOR_HOST_EVENT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KvmError {
@@ -20,6 +30,8 @@ pub enum KvmError {
     Open(#[source] kvm_ioctls::Error),
     #[error("KVM {what} failed: {source}")]
     Ioctl { what: &'static str, source: kvm_ioctls::Error },
+    #[error("cannot create an eventfd: {0}")]
+    EventFd(#[source] std::io::Error),
 }
 
 fn ioctl<T>(what: &'static str, r: Result<T, kvm_ioctls::Error>) -> Result<T, KvmError> {
@@ -61,6 +73,18 @@ pub fn open() -> Result<Kvm, KvmError> {
     })
 }
 
+/// The GSI whose (only) route KVM turns into the host-event MSI.
+pub const HOST_EVENT_GSI: u32 = 0;
+
+/// The eventfds KVM signals or listens to for event-channel notifications.
+#[derive(Debug)]
+pub struct EventFds {
+    /// Signalled by KVM when the shim writes [`DOORBELL_PORT`] (ioeventfd).
+    pub doorbell: EventFd,
+    /// Written by the VMM to raise [`VECTOR_HOST_EVENT`] on vCPU 0 (irqfd).
+    pub irq: EventFd,
+}
+
 /// A VM with its memory registered.
 pub struct Vm {
     pub kvm: Kvm,
@@ -86,6 +110,42 @@ impl Vm {
             ioctl("KVM_SET_USER_MEMORY_REGION", unsafe { fd.set_user_memory_region(r) })?;
         }
         Ok(Vm { kvm, fd })
+    }
+
+    /// Connects the event-channel notifications: routes [`HOST_EVENT_GSI`] as an edge-triggered,
+    /// fixed-delivery MSI for [`VECTOR_HOST_EVENT`] to the local APIC with id 0 (replacing the
+    /// default PIC/IOAPIC routes, which nothing uses), attaches an irqfd to it, and registers an
+    /// ioeventfd for writes of any width to [`DOORBELL_PORT`] (no datamatch: the port number is
+    /// in the mailbox, not in the written value).
+    pub fn connect_events(&self) -> Result<EventFds, KvmError> {
+        let doorbell = EventFd::new(EFD_NONBLOCK).map_err(KvmError::EventFd)?;
+        let irq = EventFd::new(EFD_NONBLOCK).map_err(KvmError::EventFd)?;
+        let mut routing = KvmIrqRouting::new(1).map_err(|_| KvmError::Ioctl {
+            what: "KVM_SET_GSI_ROUTING",
+            source: kvm_ioctls::Error::new(libc::ENOMEM),
+        })?;
+        routing.as_mut_slice()[0] = kvm_irq_routing_entry {
+            gsi: HOST_EVENT_GSI,
+            type_: KVM_IRQ_ROUTING_MSI,
+            u: kvm_irq_routing_entry__bindgen_ty_1 {
+                msi: kvm_irq_routing_msi {
+                    // Destination APIC id 0 (bits 19:12), physical mode, no redirection hint.
+                    address_lo: LAPIC_PHYS as u32,
+                    address_hi: 0,
+                    // Vector in bits 7:0; delivery mode 000 (fixed), edge (bit 15 clear).
+                    data: u32::from(VECTOR_HOST_EVENT),
+                    ..Default::default()
+                },
+            },
+            ..Default::default()
+        };
+        ioctl("KVM_SET_GSI_ROUTING", self.fd.set_gsi_routing(&routing))?;
+        ioctl("KVM_IRQFD", self.fd.register_irqfd(&irq, HOST_EVENT_GSI))?;
+        ioctl(
+            "KVM_IOEVENTFD",
+            self.fd.register_ioevent(&doorbell, &IoEventAddress::Pio(u64::from(DOORBELL_PORT)), NoDatamatch),
+        )?;
+        Ok(EventFds { doorbell, irq })
     }
 
     /// Creates vCPU `id` in 64-bit mode on the shim's page tables at `entry`, with `rdi` as the

@@ -12,6 +12,7 @@
 //! Domain RAM does not start at machine frame 0, so MFN != PFN: every PFN<->MFN translation
 //! must go through the P2M, as on real Xen.
 
+pub mod atomic;
 pub mod p2m;
 
 use p2m::P2m;
