@@ -291,8 +291,8 @@ mod tests {
         assert_eq!((flags, mode, khz), (XEN_CPUID_TSC_STABLE | XEN_CPUID_TSC_RDTSCP, 0, 2_000_000));
         let [_, _, mul, shift] = get(&c, 0x4000_0003, 1);
         // 2 GHz: half a nanosecond per tick.
-        let ns =
-            ((2_000_000_000u64 << (shift as i8).max(0)) >> (-(shift as i8)).max(0)) * u64::from(mul) >> 32;
+        let ticks = (2_000_000_000u64 << (shift as i8).max(0)) >> (-(shift as i8)).max(0);
+        let ns = (ticks * u64::from(mul)) >> 32;
         assert!((999_999_990..=1_000_000_000).contains(&ns), "{ns}");
         assert_eq!(get(&c, 0x4000_0003, 2)[EAX], 2_000_000);
     }
