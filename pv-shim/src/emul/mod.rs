@@ -342,3 +342,6 @@ fn set_gpr(regs: &mut GuestRegs, n: u8, v: u64) {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(any(test, feature = "testutil"))]
+pub mod fuzz;
