@@ -296,10 +296,11 @@ mod tests {
         assert_eq!(v, pfn);
         let v: u64 = mem.read_obj(GuestAddress(m2p0 + 8 * placed.shared_info_mfn)).unwrap();
         assert_eq!(v, u64::MAX, "shared_info is not RAM");
-        // The L4 has exactly the three hole slots the shim uses.
+        // The L4 has exactly the four hole slots the shim uses.
         for slot in 0..512u64 {
             let e: u64 = mem.read_obj(GuestAddress(placed.l4_gpa + 8 * slot)).unwrap();
-            let used = [M2P_L4_SLOT, SHIM_IMAGE_L4_SLOT, DIRECTMAP_L4_SLOT].contains(&(slot as usize));
+            let used =
+                [M2P_L4_SLOT, SHIM_IMAGE_L4_SLOT, MMIO_L4_SLOT, DIRECTMAP_L4_SLOT].contains(&(slot as usize));
             assert_eq!(e & P != 0, used, "slot {slot}");
             if slot as usize == M2P_L4_SLOT {
                 assert_ne!(e & US, 0);
