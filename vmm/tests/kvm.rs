@@ -185,7 +185,10 @@ fn main() {
         Trial::test("hypercall_page_guest_works", hypercall_page_guest_works),
         Trial::test("crash_guest_exits_4", crash_guest_exits_4),
         Trial::test("fault_guest_exits_5_with_a_register_dump", fault_guest_exits_5_with_a_register_dump),
-        Trial::test("emul_guest_privileged_instructions_are_emulated", emul_guest_privileged_instructions_are_emulated),
+        Trial::test(
+            "emul_guest_privileged_instructions_are_emulated",
+            emul_guest_privileged_instructions_are_emulated,
+        ),
         Trial::test("every_shutdown_reason_has_its_exit_code", every_shutdown_reason_has_its_exit_code),
         Trial::test(
             "library_api_runs_a_domain_and_captures_its_console",
