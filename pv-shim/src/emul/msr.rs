@@ -11,7 +11,7 @@
 //! | TSC_AUX (with RDTSCP/RDPID) | last write | 32-bit values |
 //! | MISC_ENABLE | real value, PERF/MONITOR cleared, BTS/PEBS-unavail + xTPR-disable set | ignored |
 //! | UCODE_REV (Intel, AMD) | real revision | Intel: only 0 |
-//! | SPEC_CTRL (with IBRSB) | last write | IBRS/STIBP/SSBD as enumerated |
+//! | SPEC_CTRL (with IBRSB or AMD_IBRS) | last write | IBRS/STIBP/SSBD as enumerated |
 //! | PRED_CMD, FLUSH_CMD (as enumerated) | #GP | 0 or the one command bit |
 //! | ARCH_CAPABILITIES (as enumerated) | real value | #GP |
 //! | PLATFORM_INFO, MISC_FEATURES_ENABLES | 0 (no CPUID faulting) | #GP / only 0 |
@@ -95,10 +95,11 @@ impl MsrFeatures {
         let [_, _, ecx7, edx7] = s.m.cpuid(7, 0);
         let [_, _, _, edx81] = s.m.cpuid(0x8000_0001, 0);
         let [_, ebx88, _, _] = s.m.cpuid(0x8000_0008, 0);
+        // Intel enumerates SPEC_CTRL in leaf 7, AMD in 0x8000_0008 (AMD_IBRS/STIBP/SSBD).
         MsrFeatures {
-            ibrsb: edx7 & (1 << 26) != 0,
-            stibp: edx7 & (1 << 27) != 0,
-            ssbd: edx7 & (1 << 31) != 0,
+            ibrsb: edx7 & (1 << 26) != 0 || ebx88 & (1 << 14) != 0,
+            stibp: edx7 & (1 << 27) != 0 || ebx88 & (1 << 15) != 0,
+            ssbd: edx7 & (1 << 31) != 0 || ebx88 & (1 << 24) != 0,
             l1d_flush: edx7 & (1 << 28) != 0,
             arch_caps: edx7 & (1 << 29) != 0,
             ibpb: ebx88 & (1 << 12) != 0,

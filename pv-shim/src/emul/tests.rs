@@ -348,6 +348,18 @@ fn spec_ctrl_accepts_only_enumerated_bits() {
     s.m.cpuid.insert((7, 0), [0; 4]);
     let (e, _) = gp(&mut s, RDMSR, |r| r.rcx = 0x48);
     assert_eq!(e, GP0);
+    // AMD enumerates the MSR and SSBD in leaf 0x8000_0008.
+    s.m.cpuid.insert((0x8000_0008, 0), [0, (1 << 14) | (1 << 24), 0, 0]);
+    let (e, _) = gp(&mut s, WRMSR, |r| {
+        r.rcx = 0x48;
+        r.rax = 5;
+    });
+    assert_eq!(e, Emulated::Done);
+    let (e, _) = gp(&mut s, WRMSR, |r| {
+        r.rcx = 0x48;
+        r.rax = 2; // STIBP, not enumerated
+    });
+    assert_eq!(e, GP0);
 }
 
 #[test]

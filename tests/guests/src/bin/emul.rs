@@ -143,6 +143,28 @@ fn check_msrs(c: &mut Checks) {
     c.eq("wrmsr/rdmsr GS_BASE round trip", rdmsr(MSR_GS_BASE), v);
     // SAFETY: as above.
     unsafe { wrmsr(MSR_GS_BASE, old) };
+    c.eq("rdmsr APIC_BASE: enabled BSP at 0xfee00000", rdmsr(0x1b), 0xfee0_0900);
+    let misc = rdmsr(0x1a0);
+    let set = (1 << 11) | (1 << 12) | (1 << 23);
+    c.check(
+        "rdmsr MISC_ENABLE: BTS/PEBS unavailable, xTPR disabled, no PERF/MONITOR",
+        misc & set == set && misc & ((1 << 7) | (1 << 18)) == 0,
+        format_args!("{misc:#x}"),
+    );
+    println!("# microcode revision {:#x}", rdmsr(0x8b) >> 32);
+    if forced_cpuid(0x8000_0001, 0)[3] & (1 << 27) != 0 {
+        // SAFETY: TSC_AUX only feeds rdtscp, which this program does not use.
+        unsafe { wrmsr(0xc000_0103, 7) };
+        c.eq("wrmsr/rdmsr TSC_AUX round trip", rdmsr(0xc000_0103), 7);
+    }
+    if forced_cpuid(7, 0)[3] & (1 << 26) != 0 || forced_cpuid(0x8000_0008, 0)[1] & (1 << 14) != 0 {
+        // SAFETY: IBRS only restricts speculation; it is cleared again.
+        unsafe { wrmsr(0x48, 1) };
+        let v = rdmsr(0x48);
+        // SAFETY: as above.
+        unsafe { wrmsr(0x48, 0) };
+        c.eq("wrmsr/rdmsr SPEC_CTRL.IBRS round trip", v, 1);
+    }
     // Before a #GP handler exists Xen fakes reads of MSRs it refuses: 0, not a crash.
     c.eq("rdmsr of an unknown MSR before a #GP handler reads 0", rdmsr(0x0000_1234), 0);
 }
