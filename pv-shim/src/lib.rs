@@ -5,7 +5,7 @@
 //! and the hostcall door), so the hypervisor logic also builds and unit-tests on the host
 //! against an in-memory mock. `arch` (x86_64, bare metal only) owns every `unsafe`: entry stubs,
 //! descriptor tables, MSRs, and the direct map.
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "testutil")), no_std)]
 #![deny(unsafe_code)]
 
 pub mod console;
@@ -27,5 +27,6 @@ pub mod version;
 #[allow(unsafe_code)]
 pub mod arch;
 
-#[cfg(test)]
+/// The mock machine, for host tests and the fuzz targets (`--features testutil`).
+#[cfg(any(test, feature = "testutil"))]
 pub mod testutil;

@@ -64,6 +64,7 @@ impl Default for TrapState {
     }
 }
 
+use crate::emul::{self, Emulated};
 use crate::guest::{GuestRegs, VECTOR_SYSCALL};
 use crate::hypercall::Args;
 use crate::machine::Machine;
@@ -106,14 +107,6 @@ struct Bounce {
     mask_events: bool,
     /// Push the data selectors too (`TBF_FAILSAFE`).
     failsafe: Option<[u16; 4]>,
-}
-
-/// What an emulator made of a #GP or #UD (stand-in until `emul` provides one).
-#[allow(dead_code, clippy::enum_variant_names)] // Done and Raise come with `emul`.
-enum Emulated {
-    Done,
-    NotEmulated,
-    Raise { vector: u8, error_code: Option<u32> },
 }
 
 impl<M: Machine> Shim<M> {
@@ -323,12 +316,9 @@ impl<M: Machine> Shim<M> {
                     Outcome::Resume
                 }
             }
-            6 => match self.emulate(regs, 6) {
-                Emulated::Done => Outcome::Resume,
+            6 => match emul::emulate_ud(self, regs) {
                 Emulated::NotEmulated => self.inject_exception(regs, 6, None, 0),
-                Emulated::Raise { vector, error_code } => {
-                    self.inject_exception(regs, vector, error_code.map(u64::from), 0)
-                }
+                e => self.emulated(regs, e),
             },
             13 => self.general_protection(regs),
             // #MC and #DF cannot be the guest's business.
@@ -365,12 +355,9 @@ impl<M: Machine> Shim<M> {
                 return self.inject_sw_interrupt(regs, vector);
             }
         } else if ec == 0 {
-            match self.emulate(regs, 13) {
-                Emulated::Done => return Outcome::Resume,
+            match emul::emulate_gp(self, regs) {
                 Emulated::NotEmulated => {}
-                Emulated::Raise { vector, error_code } => {
-                    return self.inject_exception(regs, vector, error_code.map(u64::from), 0)
-                }
+                e => return self.emulated(regs, e),
             }
         }
         self.inject_exception(regs, 13, Some(ec), 0)
@@ -398,8 +385,24 @@ impl<M: Machine> Shim<M> {
         )
     }
 
-    fn emulate(&mut self, _regs: &mut GuestRegs, _vector: u8) -> Emulated {
-        Emulated::NotEmulated
+    /// Finish an emulation: resume, or deliver what the emulator raised. A page fault
+    /// (an instruction or operand on an unmapped page) goes to the guest with the address in
+    /// its CR2 and the U bit from the guest mode, as Xen's `pv_inject_event` does.
+    fn emulated(&mut self, regs: &mut GuestRegs, e: Emulated) -> Outcome {
+        match e {
+            Emulated::Done => Outcome::Resume,
+            Emulated::NotEmulated => {
+                let v = regs.vector as u8;
+                let ec = (v == 13).then_some(regs.error_code);
+                self.inject_exception(regs, v, ec, 0)
+            }
+            Emulated::Raise { vector, error_code } => {
+                self.inject_exception(regs, vector, error_code.map(u64::from), 0)
+            }
+            Emulated::PageFault { addr, error_code } => {
+                self.inject_exception(regs, emul::X86_EXC_PF, Some(u64::from(error_code)), addr)
+            }
+        }
     }
 
     /// SYSCALL from guest user mode (Xen `lstar_enter` → `switch_to_kernel`): bounce to the

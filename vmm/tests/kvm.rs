@@ -116,6 +116,19 @@ fn fault_guest_exits_5_with_a_register_dump() -> Result<(), Failed> {
     expect_contains(&se, "guest exceptions: 1", "stderr")
 }
 
+fn emul_guest_privileged_instructions_are_emulated() -> Result<(), Failed> {
+    let out = xenvmm(&["--kernel", guests::EMUL]);
+    let so = text(&out.stdout);
+    if so.contains("not ok") {
+        return Err(format!("a guest check failed:\n{so}\n--- stderr\n{}", text(&out.stderr)).into());
+    }
+    expect_code(&out, 0)?;
+    expect_contains(&so, "ok - forced cpuid 0x40000000 has the XenVMMXenVMM signature", "stdout")?;
+    expect_contains(&so, "ok - rdmsr IA32_CR_PAT is Xen's PAT", "stdout")?;
+    expect_contains(&so, "emul: ", "stdout")?;
+    expect_contains(&so, "checks passed, 0 failed", "stdout")
+}
+
 fn every_shutdown_reason_has_its_exit_code() -> Result<(), Failed> {
     for (reason, code) in [("reboot", 3), ("suspend", 7), ("watchdog", 6), ("soft_reset", 8), ("crash", 4)] {
         let cmdline = format!("shutdown={reason}");
@@ -316,6 +329,10 @@ fn main() {
         Trial::test("hypercall_page_guest_works", hypercall_page_guest_works),
         Trial::test("crash_guest_exits_4", crash_guest_exits_4),
         Trial::test("fault_guest_exits_5_with_a_register_dump", fault_guest_exits_5_with_a_register_dump),
+        Trial::test(
+            "emul_guest_privileged_instructions_are_emulated",
+            emul_guest_privileged_instructions_are_emulated,
+        ),
         Trial::test("every_shutdown_reason_has_its_exit_code", every_shutdown_reason_has_its_exit_code),
         Trial::test(
             "library_api_runs_a_domain_and_captures_its_console",

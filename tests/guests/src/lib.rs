@@ -7,7 +7,7 @@
 //! Results go to the hypervisor console as `ok - ..` / `not ok - ..` lines and end in
 //! `SCHEDOP_shutdown`.
 //!
-//! `unsafe` lives only in [`hypercall`], [`arch`], [`start_info`], [`ring`] and the code
+//! `unsafe` lives only in [`hypercall`], [`arch`], [`emul`], [`start_info`], [`ring`] and the code
 //! [`xen_guest!`] generates.
 #![no_std]
 #![deny(unsafe_code)]
@@ -15,6 +15,7 @@
 pub mod arch;
 pub mod check;
 pub mod console;
+pub mod emul;
 mod entry;
 pub mod evtchn;
 pub mod hello;

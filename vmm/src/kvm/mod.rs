@@ -7,6 +7,7 @@
 //! to userspace, and an irqfd whose GSI KVM routes as an MSI to vCPU 0's local APIC raises
 //! [`VECTOR_HOST_EVENT`] in the shim.
 
+pub mod cpuid;
 pub mod stats;
 
 use kvm_bindings::{
@@ -89,6 +90,9 @@ pub struct EventFds {
 pub struct Vm {
     pub kvm: Kvm,
     pub fd: VmFd,
+    /// One past the highest guest-physical (= machine) address: the PV CPUID policy reports
+    /// its width.
+    mem_end: u64,
 }
 
 impl Vm {
@@ -109,7 +113,8 @@ impl Vm {
             // for as long as the VM exists (both live in `Domain`), and slots do not overlap.
             ioctl("KVM_SET_USER_MEMORY_REGION", unsafe { fd.set_user_memory_region(r) })?;
         }
-        Ok(Vm { kvm, fd })
+        let mem_end = mem.iter().map(|r| r.start_addr().0 + r.len()).max().unwrap_or(0);
+        Ok(Vm { kvm, fd, mem_end })
     }
 
     /// Connects the event-channel notifications: routes [`HOST_EVENT_GSI`] as an edge-triggered,
@@ -152,8 +157,11 @@ impl Vm {
     /// shim's argument.
     pub fn create_vcpu(&self, id: u64, entry: u64, rdi: u64, cr3: u64) -> Result<VcpuFd, KvmError> {
         let vcpu = ioctl("KVM_CREATE_VCPU", self.fd.create_vcpu(id))?;
-        let cpuid = ioctl("KVM_GET_SUPPORTED_CPUID", self.kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES))?;
-        ioctl("KVM_SET_CPUID2", vcpu.set_cpuid2(&cpuid))?;
+        let supported =
+            ioctl("KVM_GET_SUPPORTED_CPUID", self.kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES))?;
+        // As api.rs: a KVM without KVM_GET_TSC_KHZ reports 0 kHz rather than failing.
+        let tsc_khz = vcpu.get_tsc_khz().unwrap_or(0);
+        ioctl("KVM_SET_CPUID2", vcpu.set_cpuid2(&cpuid::pv_cpuid(&supported, tsc_khz, self.mem_end)))?;
 
         let mut s = ioctl("KVM_GET_SREGS", vcpu.get_sregs())?;
         let code = kvm_segment {
