@@ -448,6 +448,11 @@ impl<M: Machine> Shim<M> {
         if ctx.flags & VGCF_IN_SYSCALL == 0 {
             regs.r11 = ctx.r11;
             regs.rcx = ctx.rcx;
+        } else {
+            // Xen returns through SYSRET here, which leaves the return rip in rcx and the
+            // rflags in r11 (never the kernel's values from the hypercall).
+            regs.rcx = regs.rip;
+            regs.r11 = regs.rflags;
         }
         self.set_upcall_mask(u8::from(ctx.rflags & RFLAGS_IF == 0));
         regs.rax = ctx.rax;
@@ -683,5 +688,12 @@ mod tests {
         assert_eq!((r.rax, r.rcx, r.r11, r.rip, r.cs, r.rsp), (7, 2, 1, 0x1000, 0xe033, 0x2000));
         assert_eq!(s.upcall_mask(), 0, "IF set in the frame unmasks events");
         assert!(s.vcpu.kernel_mode);
+
+        // VGCF_in_syscall: rcx and r11 are what SYSRET leaves, not the context's.
+        let ctx = IretContext { flags: VGCF_IN_SYSCALL, rflags: 0x3246, ..ctx };
+        s.copy_to_guest(GUEST_VA, ctx.as_bytes()).unwrap();
+        let mut r = GuestRegs { rsp: GUEST_VA, ..kernel_regs() };
+        assert_eq!(s.do_iret(&mut r), Outcome::Resume);
+        assert_eq!((r.rcx, r.r11), (0x1000, 0x246), "rip and the sanitised rflags (IOPL cleared)");
     }
 }

@@ -73,6 +73,12 @@ fn traps_guest_checks_bounce_frames_and_small_hypercalls() -> Result<(), Failed>
     run_checks_guest("traps", &[]).map(|_| ())
 }
 
+fn usermode_guest_syscall_reaches_the_callback_and_iret_returns_to_user() -> Result<(), Failed> {
+    let out = run_checks_guest("usermode", &[])?;
+    // Every user-mode SYSCALL was counted by the shim, none left the VM.
+    expect_contains(&out, "shim: guest syscalls", "--stats")
+}
+
 fn hello_guest_prints_and_powers_off() -> Result<(), Failed> {
     let out = xenvmm(&["--kernel", guests::HELLO, "--stats"]);
     expect_code(&out, 0)?;
@@ -354,6 +360,10 @@ fn main() {
         Trial::test(
             "traps_guest_checks_bounce_frames_and_small_hypercalls",
             traps_guest_checks_bounce_frames_and_small_hypercalls,
+        ),
+        Trial::test(
+            "usermode_guest_syscall_reaches_the_callback_and_iret_returns_to_user",
+            usermode_guest_syscall_reaches_the_callback_and_iret_returns_to_user,
         ),
         Trial::test(
             "console_ring_streams_64k_with_no_userspace_exit_per_notification",

@@ -7,8 +7,8 @@
 //! Results go to the hypervisor console as `ok - ..` / `not ok - ..` lines and end in
 //! `SCHEDOP_shutdown`.
 //!
-//! `unsafe` lives only in [`hypercall`], [`arch`], [`emul`], [`start_info`], [`ring`] and the code
-//! [`xen_guest!`] generates.
+//! `unsafe` lives only in [`hypercall`], [`arch`], [`emul`], [`evtchn`], [`ring`], [`shared`],
+//! [`start_info`], [`time`], [`traps`], [`user`] and the code [`xen_guest!`] generates.
 #![no_std]
 #![deny(unsafe_code)]
 
@@ -27,6 +27,7 @@ pub mod shared;
 pub mod start_info;
 pub mod time;
 pub mod traps;
+pub mod user;
 
 pub use check::Checks;
 pub use console::console_write;

@@ -11,7 +11,7 @@ use core::arch::global_asm;
 use core::ptr::{addr_of, addr_of_mut};
 use xen_abi::callback::{CallbackRegister, CALLBACKOP_REGISTER, CALLBACKTYPE_FAILSAFE, CALLBACKTYPE_SYSCALL};
 use xen_abi::hypercall::{HYPERVISOR_CALLBACK_OP, HYPERVISOR_SET_TRAP_TABLE};
-use xen_abi::xen::{TrapInfo, FLAT_KERNEL_CS};
+use xen_abi::xen::{TrapInfo, FLAT_KERNEL_CS, VGCF_IN_SYSCALL};
 
 use crate::hypercall::hypercall6;
 
@@ -44,6 +44,9 @@ pub struct TrapFrame {
 pub enum Action {
     /// Return to the interrupted context with `HYPERVISOR_iret` (flags 0).
     Iret,
+    /// Return with `HYPERVISOR_iret` and `VGCF_in_syscall`, as Linux returns from a system
+    /// call: the hypervisor does not restore rcx and r11 from the context.
+    IretInSyscall,
     /// Abandon the interrupted context and return from the active [`catch`] with the frame.
     Escape,
 }
@@ -116,7 +119,7 @@ trap_common:
     pop r11
     mov rax, [rip + {scratch_extra}]
     lea rsp, [rsp + 8 * rax]     // error code or selectors
-    push 0                       // flags
+    push qword ptr [rip + {scratch_flags}]  // flags
     push rcx
     push r11
     mov rax, [rip + {scratch_rax}]
@@ -157,10 +160,12 @@ catch_out:
     catch_rsp = sym CATCH_RSP,
     scratch_rax = sym SCRATCH_RAX,
     scratch_extra = sym SCRATCH_EXTRA,
+    scratch_flags = sym SCRATCH_FLAGS,
 );
 
 static mut SCRATCH_RAX: u64 = 0;
 static mut SCRATCH_EXTRA: u64 = 0;
+static mut SCRATCH_FLAGS: u64 = 0;
 
 unsafe extern "C" {
     fn guest_catch(f: extern "C" fn(*mut u8), ctx: *mut u8) -> u64;
@@ -198,8 +203,12 @@ extern "C" fn trap_dispatch(frame: *const u64, vector: u64, extra: u64, rax: *mu
             None if *addr_of!(CATCHING) => Action::Escape,
             None => panic!("unexpected trap {:#x} at rip {:#x} error {:?}", vector, f.rip, f.error_code),
         };
+        *addr_of_mut!(SCRATCH_FLAGS) = match action {
+            Action::IretInSyscall => VGCF_IN_SYSCALL,
+            _ => 0,
+        };
         match action {
-            Action::Iret => 0,
+            Action::Iret | Action::IretInSyscall => 0,
             Action::Escape if *addr_of!(CATCHING) => 1,
             Action::Escape => panic!("trap {:#x}: escape outside catch", vector),
         }
