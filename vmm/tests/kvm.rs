@@ -79,6 +79,43 @@ fn usermode_guest_syscall_reaches_the_callback_and_iret_returns_to_user() -> Res
     expect_contains(&out, "shim: guest syscalls", "--stats")
 }
 
+/// `name N` from a `--stats` line such as `    irq_exits                 38`, or the total
+/// `VM exits (KVM counters, vCPU 0): N`.
+fn stat(out: &str, name: &str) -> Option<u64> {
+    out.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix(name)?;
+        rest.trim_start_matches(|c: char| c == ':' || c.is_whitespace()).parse().ok()
+    })
+}
+
+/// VM exits other than host interrupts (which follow wall time, not the guest) of one run.
+fn bench_run(iters: u64) -> Result<(u64, String), Failed> {
+    let out = run_checks_guest("bench", &["--cmdline", &format!("iters={iters}")])?;
+    expect_contains(&out, &format!("# bench: iters {iters} "), "stdout")?;
+    let total = stat(&out, "VM exits (KVM counters, vCPU 0)")
+        .ok_or_else(|| format!("no KVM exit counters (KVM_GET_STATS_FD) in --stats:\n{out}"))?;
+    let irq = stat(&out, "irq_exits").unwrap_or(0);
+    Ok((total - irq, out))
+}
+
+fn bench_loops_of_hypercalls_and_user_round_trips_cause_no_vm_exit() -> Result<(), Failed> {
+    let (few, _) = bench_run(1_000)?;
+    let (many, out) = bench_run(21_000)?;
+    // 20,000 more null hypercalls and 20,000 more user SYSCALL/iret round trips: were any of
+    // them to leave the VM, the difference would be at least 20,000.
+    if many.abs_diff(few) > 10 {
+        return Err(format!(
+            "VM exits (not host interrupts) grew from {few} to {many} with 20000 more iterations:\n{out}"
+        )
+        .into());
+    }
+    for l in out.lines().filter(|l| l.starts_with("# bench:")) {
+        eprintln!("{l}");
+    }
+    eprintln!("# bench: VM exits other than host interrupts: {few} (1000 iterations), {many} (21000)");
+    Ok(())
+}
+
 fn hello_guest_prints_and_powers_off() -> Result<(), Failed> {
     let out = xenvmm(&["--kernel", guests::HELLO, "--stats"]);
     expect_code(&out, 0)?;
@@ -364,6 +401,10 @@ fn main() {
         Trial::test(
             "usermode_guest_syscall_reaches_the_callback_and_iret_returns_to_user",
             usermode_guest_syscall_reaches_the_callback_and_iret_returns_to_user,
+        ),
+        Trial::test(
+            "bench_loops_of_hypercalls_and_user_round_trips_cause_no_vm_exit",
+            bench_loops_of_hypercalls_and_user_round_trips_cause_no_vm_exit,
         ),
         Trial::test(
             "console_ring_streams_64k_with_no_userspace_exit_per_notification",

@@ -138,10 +138,10 @@ pub fn code_va(code_page: u64, label: u64) -> u64 {
     CODE_VA + (label - code_page)
 }
 
-/// Enters user mode at `rip` with stack `rsp`, `rax` and `rdi` through `HYPERVISOR_iret`
+/// Enters user mode at `rip` with stack `rsp`, `rax`, `rdi` and `rsi` through `HYPERVISOR_iret`
 /// (user CS/SS, IF set, flags 0). Returns only if the hypercall fails; user mode comes back
 /// through a trap or callback (wrap in [`crate::traps::catch`]).
-pub fn enter(rip: u64, rsp: u64, rax: u64, rdi: u64) -> i64 {
+pub fn enter(rip: u64, rsp: u64, rax: u64, rdi: u64, rsi: u64) -> i64 {
     let rc: i64;
     // SAFETY: builds an iret_context (rax r11 rcx flags rip cs rflags rsp ss) on our stack
     // and makes the iret hypercall, which does not return on success; on failure the
@@ -169,6 +169,7 @@ pub fn enter(rip: u64, rsp: u64, rax: u64, rdi: u64) -> i64 {
             rsp_ = in(reg) rsp,
             rax_ = in(reg) rax,
             in("rdi") rdi,
+            in("rsi") rsi,
             lateout("rax") rc,
             out("rcx") _,
             out("r11") _,

@@ -177,7 +177,7 @@ fn frame(n: usize) -> Option<TrapFrame> {
 /// Runs user code at `rip` (with `rdi`) until something escapes back to the kernel.
 fn run_user(rip: u64, rdi: u64) -> (Option<TrapFrame>, i64) {
     let mut rc = 0;
-    let f = traps::catch(|| rc = user::enter(rip, STACK_TOP, 0, rdi));
+    let f = traps::catch(|| rc = user::enter(rip, STACK_TOP, 0, rdi, 0));
     (f, rc)
 }
 
