@@ -474,3 +474,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     }
     halt_forever()
 }
+
+// The shim state is built on the boot stack before it moves into `SHIM` (Rust may not
+// construct it in place): it must leave most of that stack free.
+const _: () = assert!(core::mem::size_of::<Shim<ArchMachine>>() <= entry::STACK_SIZE / 4);
