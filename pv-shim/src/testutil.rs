@@ -109,8 +109,9 @@ impl Machine for MockMachine {
         &mut self.stats
     }
 
-    fn notify_host(&mut self, port: u32) {
+    fn notify_host(&mut self, port: u32) -> bool {
         self.notified.push(port);
+        true
     }
 
     fn take_host_events(&mut self, word: usize) -> u64 {

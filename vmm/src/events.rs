@@ -5,6 +5,7 @@
 //!  ─────────────────────                      ──────────────────────────────────────────
 //!  guest EVTCHNOP_send(p), p bound to dom0
 //!  shim: to_host[p/64] |= bit; out DOORBELL ─► KVM ioeventfd (no exit to userspace)
+//!        (the out only if the word was empty)
 //!                                             └► doorbell eventfd ─► epoll wakes:
 //!                                                 read the eventfd, then swap every to_host
 //!                                                 word with 0 and serve each port:
@@ -16,7 +17,9 @@
 //! ```
 //!
 //! No lost wake-ups: the shim sets its bit before it rings, and the event thread resets the
-//! eventfd before it swaps the words, so a bit set after the swap rings again. In the other
+//! eventfd before it swaps the words, so a bit set after the swap rings again. The shim rings
+//! only when its word was empty: a non-empty word was rung for and not yet swapped, so the
+//! event thread's coming swap takes the new bit with it. In the other
 //! direction the irqfd is written whenever a raise finds its mailbox word empty: a non-empty
 //! word means an earlier raise's interrupt has not been taken yet, and that interrupt's
 //! `poll_sources` will find this bit too.

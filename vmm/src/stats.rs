@@ -130,6 +130,7 @@ impl fmt::Display for Stats {
                 ("host-event interrupts", host),
                 ("timer interrupts", timer),
                 ("other interrupts", other),
+                ("sends to the host", s.host_sends),
                 ("doorbells", s.doorbells),
                 ("ports raised by the host", s.host_raised),
                 ("timer events", s.timer_fired),

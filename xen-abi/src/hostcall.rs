@@ -267,7 +267,9 @@ pub struct ShimStats {
     pub syscalls: u64,
     /// Hardware interrupts taken by the shim, by source: [0] host events, [1] timer, [2] other.
     pub interrupts: [u64; 3],
-    /// Event-channel notifications sent to the VMM (doorbell writes).
+    /// Event-channel notifications sent to the VMM (EVTCHNOP_send on its ports).
+    pub host_sends: u64,
+    /// Doorbell writes: sends that found their mailbox word empty (the others ride along).
     pub doorbells: u64,
     /// Ports raised by the VMM (taken from the mailbox).
     pub host_raised: u64,

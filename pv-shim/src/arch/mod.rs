@@ -145,14 +145,19 @@ impl Machine for ArchMachine {
         unsafe { &mut *self.stats }
     }
 
-    fn notify_host(&mut self, port: u32) {
+    fn notify_host(&mut self, port: u32) -> bool {
         let (w, bit) = ((port / 64) as usize % MAILBOX_WORDS, port % 64);
         // SAFETY: the mailbox page is shim memory shared only with the VMM, which uses atomic
         // operations on the same words; AtomicU64 has the layout of u64 and the page is aligned.
         unsafe {
             let word = &*(addr_of_mut!((*self.mailbox).to_host[w]) as *const AtomicU64);
-            word.fetch_or(1 << bit, Ordering::SeqCst);
-            core::arch::asm!("out dx, al", in("dx") DOORBELL_PORT, in("al") 0u8, options(nostack, nomem));
+            // A word that already had a bit set was rung for, and the VMM has not taken it
+            // yet (taking swaps the word to 0): it will see this bit too.
+            let ring = word.fetch_or(1 << bit, Ordering::SeqCst) == 0;
+            if ring {
+                core::arch::asm!("out dx, al", in("dx") DOORBELL_PORT, in("al") 0u8, options(nostack, nomem));
+            }
+            ring
         }
     }
 

@@ -483,8 +483,10 @@ impl<M: Machine> Shim<M> {
             PortState::Interdomain { remote_dom: 0, .. } | PortState::Unbound { remote_dom: 0 } => {
                 // Domain 0's end: the VMM. An unbound port to domain 0 may already be bound
                 // by it (see the module comment); if not, the VMM drops it, as Xen would.
-                self.m.stats().doorbells += 1;
-                self.m.notify_host(port);
+                self.m.stats().host_sends += 1;
+                if self.m.notify_host(port) {
+                    self.m.stats().doorbells += 1;
+                }
             }
             PortState::Interdomain { remote_port, .. } => self.evtchn_set_pending(remote_port),
             PortState::Ipi => self.evtchn_set_pending(port),
