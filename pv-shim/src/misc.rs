@@ -223,7 +223,9 @@ pub fn physdev_op<M: Machine>(s: &mut Shim<M>, a: Args) -> Result<u64, Errno> {
         }
         PHYSDEVOP_SET_IOBITMAP => {
             let p: PhysdevSetIobitmap = mm::read_guest(&s.m, s.cr3(), arg)?;
-            if p.nr_ports > 65536 {
+            // Xen's `guest_handle_okay(bitmap, IOBMP_BYTES)`, which checks only where the
+            // bitmap starts (`__addr_ok`): canonical and outside the hypervisor hole.
+            if !mm::guest_range_ok(p.bitmap, 1) || p.nr_ports > 65536 {
                 return Err(Errno::EINVAL);
             }
             s.vcpu.iobitmap = (p.bitmap, p.nr_ports);
@@ -267,8 +269,7 @@ pub fn physdev_op<M: Machine>(s: &mut Shim<M>, a: Args) -> Result<u64, Errno> {
         | PHYSDEVOP_RELEASE_MSIX
         | PHYSDEVOP_DBGP_OP
         | PHYSDEVOP_PCI_DEVICE_RESET
-        | PHYSDEVOP_GET_FREE_PIRQ
-        | PHYSDEVOP_MAP_IOMEM => Err(Errno::EPERM),
+        | PHYSDEVOP_GET_FREE_PIRQ => Err(Errno::EPERM),
         _ => Err(Errno::ENOSYS),
     }
 }
@@ -403,4 +404,64 @@ pub fn update_va_mapping<M: Machine>(s: &mut Shim<M>, a: Args) -> Result<u64, Er
         s.m.flush_tlb();
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::tests::{put, shim, ARG, UNMAPPED};
+    use crate::testutil::GUEST_VA;
+
+    fn physdev<T: IntoBytes + zerocopy::Immutable>(
+        s: &mut Shim<crate::testutil::MockMachine>,
+        cmd: u64,
+        arg: &T,
+    ) -> Result<u64, Errno> {
+        put(s, ARG, arg);
+        physdev_op(s, Args([cmd, ARG, 0, 0, 0, 0]))
+    }
+
+    #[test]
+    fn set_iopl_takes_levels_0_to_3() {
+        let mut s = shim();
+        assert_eq!(physdev(&mut s, PHYSDEVOP_SET_IOPL, &PhysdevSetIopl { iopl: 3 }), Ok(0));
+        assert_eq!(s.vcpu.iopl, 3);
+        assert_eq!(physdev(&mut s, PHYSDEVOP_SET_IOPL, &PhysdevSetIopl { iopl: 4 }), Err(Errno::EINVAL));
+        assert_eq!(s.vcpu.iopl, 3, "a refused level changes nothing");
+        assert_eq!(physdev_op(&mut s, Args([PHYSDEVOP_SET_IOPL, UNMAPPED, 0, 0, 0, 0])), Err(Errno::EFAULT));
+    }
+
+    #[test]
+    fn set_iobitmap_refuses_bitmaps_in_the_hole_or_non_canonical() {
+        let mut s = shim();
+        let set = |s: &mut Shim<_>, bitmap: u64, nr_ports: u32| {
+            physdev(s, PHYSDEVOP_SET_IOBITMAP, &PhysdevSetIobitmap { bitmap, nr_ports, _pad: 0 })
+        };
+        assert_eq!(set(&mut s, GUEST_VA, 0x100), Ok(0));
+        assert_eq!(s.vcpu.iobitmap, (GUEST_VA, 0x100));
+        // Only the start is checked, as Xen does: a bitmap may run to the top of the lower half.
+        assert_eq!(set(&mut s, 0x7fff_ffff_f000, 8), Ok(0));
+        for bad in [
+            xen_abi::xen::HYPERVISOR_VIRT_START,
+            xen_abi::xen::HYPERVISOR_VIRT_END - 1,
+            0x0000_8000_0000_0000,
+        ] {
+            assert_eq!(set(&mut s, bad, 0x100), Err(Errno::EINVAL), "{bad:#x}");
+        }
+        assert_eq!(set(&mut s, GUEST_VA, 65537), Err(Errno::EINVAL));
+        assert_eq!(s.vcpu.iobitmap, (0x7fff_ffff_f000, 8), "refusals change nothing");
+        assert_eq!(set(&mut s, xen_abi::xen::HYPERVISOR_VIRT_END, 65536), Ok(0));
+    }
+
+    #[test]
+    fn device_ops_are_eperm_and_unknown_ones_enosys() {
+        let mut s = shim();
+        // 29 is PHYSDEVOP_dbgp_op in Xen's headers; 32 (pci_device_reset) is Xen 4.20's.
+        for cmd in [PHYSDEVOP_MAP_PIRQ, PHYSDEVOP_DBGP_OP, 29, PHYSDEVOP_PCI_DEVICE_RESET] {
+            assert_eq!(physdev_op(&mut s, Args([cmd, ARG, 0, 0, 0, 0])), Err(Errno::EPERM), "{cmd}");
+        }
+        for cmd in [PHYSDEVOP_IRQ_UNMASK_NOTIFY, 22, 33, 1 << 32] {
+            assert_eq!(physdev_op(&mut s, Args([cmd, ARG, 0, 0, 0, 0])), Err(Errno::ENOSYS), "{cmd}");
+        }
+    }
 }

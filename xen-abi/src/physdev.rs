@@ -3,6 +3,7 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+pub const PHYSDEVOP_IRQ_UNMASK_NOTIFY: u64 = 4;
 pub const PHYSDEVOP_EOI: u64 = 12;
 pub const PHYSDEVOP_PIRQ_EOI_GMFN_V1: u64 = 17;
 pub const PHYSDEVOP_PIRQ_EOI_GMFN_V2: u64 = 28;
@@ -25,11 +26,15 @@ pub const PHYSDEVOP_PCI_MMCFG_RESERVED: u64 = 24;
 pub const PHYSDEVOP_PCI_DEVICE_ADD: u64 = 25;
 pub const PHYSDEVOP_PCI_DEVICE_REMOVE: u64 = 26;
 pub const PHYSDEVOP_RESTORE_MSI_EXT: u64 = 27;
-pub const PHYSDEVOP_MAP_IOMEM: u64 = 29;
+pub const PHYSDEVOP_DBGP_OP: u64 = 29;
 pub const PHYSDEVOP_PREPARE_MSIX: u64 = 30;
 pub const PHYSDEVOP_RELEASE_MSIX: u64 = 31;
-pub const PHYSDEVOP_DBGP_OP: u64 = 32;
-pub const PHYSDEVOP_PCI_DEVICE_RESET: u64 = 33;
+/// Xen 4.20 and later (not in the 4.17 headers).
+pub const PHYSDEVOP_PCI_DEVICE_RESET: u64 = 32;
+
+/// `physdev_irq_status_query.flags`.
+pub const XENIRQSTAT_NEEDS_EOI: u32 = 1 << 0;
+pub const XENIRQSTAT_SHARED: u32 = 1 << 1;
 
 /// `struct physdev_set_iopl`.
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]

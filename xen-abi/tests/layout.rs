@@ -25,7 +25,8 @@
 //! `xen::XEN_MSR_PAT`, `hypercall::NR_HYPERCALLS`, `hypercall::HYPERCALL_STUB_SIZE`,
 //! `memory::MEMOP_CMD_MASK` (Xen-private); `event::EVTCHNOP_RESET_CONT` (`#ifdef __XEN__`);
 //! `elfnote::XEN_ELFNOTE_PHYS32_RELOC`, `version::XENFEAT_RUNSTATE_PHYS_AREA`,
-//! `version::XENFEAT_VCPU_TIME_PHYS_AREA` (newer Xen); `elfnote::XEN_ELFNOTE_NAME`.
+//! `version::XENFEAT_VCPU_TIME_PHYS_AREA`, `physdev::PHYSDEVOP_PCI_DEVICE_RESET` (newer Xen);
+//! `elfnote::XEN_ELFNOTE_NAME`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -43,6 +44,9 @@ use xen_abi::event::{
 };
 use xen_abi::io::console::XenconsInterface;
 use xen_abi::memory::{XenMachphysMapping, XenMemoryMap};
+use xen_abi::physdev::{
+    PhysdevEoi, PhysdevIrqStatusQuery, PhysdevPirqEoiGmfn, PhysdevSetIobitmap, PhysdevSetIopl, XennmiCallback,
+};
 use xen_abi::sched::{SchedPinOverride, SchedPoll, SchedRemoteShutdown, SchedShutdown, SchedWatchdog};
 use xen_abi::vcpu::{
     VcpuGetPhysid, VcpuRegisterRunstateMemoryArea, VcpuRegisterTimeMemoryArea, VcpuRegisterVcpuInfo,
@@ -54,7 +58,7 @@ use xen_abi::xen::{
     TrapInfo, VcpuInfo, VcpuTimeInfo,
 };
 use xen_abi::Errno;
-use xen_abi::{callback, console, elfnote, event, hypercall, memory, sched, vcpu, version, xen};
+use xen_abi::{callback, console, elfnote, event, hypercall, memory, physdev, sched, vcpu, version, xen};
 
 const SETUP_HINT: &str = "install libxen-dev: run scripts/setup";
 
@@ -72,6 +76,8 @@ const HEADERS: &[&str] = &[
     "xen/callback.h",
     "xen/memory.h",
     "xen/event_channel.h",
+    "xen/physdev.h",
+    "xen/nmi.h",
     "xen/elfnote.h",
     "xen/errno.h",
     "xen/io/console.h",
@@ -107,11 +113,16 @@ const MIRRORED_FAMILIES: &[&str] = &[
     "VGCF_",
     "FIRST_RESERVED_GDT_",
     "XEN_PVCLOCK_",
+    "PHYSDEVOP_",
+    "XENIRQSTAT_",
+    "XENNMI_",
 ];
 
 /// Members of a mirrored family that xen-abi deliberately leaves out, by prefix.
-const NOT_MIRRORED: &[(&str, &str)] =
-    &[("XENMEM_resource_", "XENMEM_acquire_resource types: toolstack/device-model only")];
+const NOT_MIRRORED: &[(&str, &str)] = &[
+    ("XENMEM_resource_", "XENMEM_acquire_resource types: toolstack/device-model only"),
+    ("PHYSDEVOP_DBGP_", "PHYSDEVOP_dbgp_op arguments: hardware domain only"),
+];
 
 struct Field {
     c_path: &'static str,
@@ -407,6 +418,28 @@ fn layouts() -> Vec<Layout> {
         layout!(EvtchnSetPriority = "struct evtchn_set_priority" {
             port: "port",
             priority: "priority",
+        }),
+        layout!(PhysdevSetIopl = "struct physdev_set_iopl" {
+            iopl: "iopl",
+        }),
+        // `bitmap` is a guest handle: a struct holding one pointer.
+        layout!(PhysdevSetIobitmap = "struct physdev_set_iobitmap" {
+            bitmap: "bitmap",
+            nr_ports: "nr_ports",
+        } pad { _pad }),
+        layout!(PhysdevEoi = "struct physdev_eoi" {
+            irq: "irq",
+        }),
+        layout!(PhysdevIrqStatusQuery = "struct physdev_irq_status_query" {
+            irq: "irq",
+            flags: "flags",
+        }),
+        layout!(PhysdevPirqEoiGmfn = "struct physdev_pirq_eoi_gmfn" {
+            gmfn: "gmfn",
+        }),
+        layout!(XennmiCallback = "struct xennmi_callback" {
+            handler_address: "handler_address",
+            pad: "pad",
         }),
         layout!(XenconsInterface = "struct xencons_interface" {
             r#in: "in",
@@ -786,6 +819,41 @@ fn constants() -> Vec<Const> {
         "XEN_RUNSTATE_UPDATE" => vcpu::XEN_RUNSTATE_UPDATE,
         "VCPU_SSHOTTMR_future" => vcpu::VCPU_SSHOTTMR_FUTURE,
         "sizeof(struct vcpu_guest_context)" => vcpu::VCPU_GUEST_CONTEXT_SIZE,
+
+        // ---- physdev.rs (physdev.h, nmi.h) ----
+        "PHYSDEVOP_IRQ_UNMASK_NOTIFY" => physdev::PHYSDEVOP_IRQ_UNMASK_NOTIFY,
+        "PHYSDEVOP_irq_status_query" => physdev::PHYSDEVOP_IRQ_STATUS_QUERY,
+        "PHYSDEVOP_set_iopl" => physdev::PHYSDEVOP_SET_IOPL,
+        "PHYSDEVOP_set_iobitmap" => physdev::PHYSDEVOP_SET_IOBITMAP,
+        "PHYSDEVOP_apic_read" => physdev::PHYSDEVOP_APIC_READ,
+        "PHYSDEVOP_apic_write" => physdev::PHYSDEVOP_APIC_WRITE,
+        "PHYSDEVOP_alloc_irq_vector" => physdev::PHYSDEVOP_ALLOC_IRQ_VECTOR,
+        "PHYSDEVOP_free_irq_vector" => physdev::PHYSDEVOP_FREE_IRQ_VECTOR,
+        "PHYSDEVOP_eoi" => physdev::PHYSDEVOP_EOI,
+        "PHYSDEVOP_map_pirq" => physdev::PHYSDEVOP_MAP_PIRQ,
+        "PHYSDEVOP_unmap_pirq" => physdev::PHYSDEVOP_UNMAP_PIRQ,
+        "PHYSDEVOP_manage_pci_add" => physdev::PHYSDEVOP_MANAGE_PCI_ADD,
+        "PHYSDEVOP_manage_pci_remove" => physdev::PHYSDEVOP_MANAGE_PCI_REMOVE,
+        "PHYSDEVOP_pirq_eoi_gmfn_v1" => physdev::PHYSDEVOP_PIRQ_EOI_GMFN_V1,
+        "PHYSDEVOP_restore_msi" => physdev::PHYSDEVOP_RESTORE_MSI,
+        "PHYSDEVOP_manage_pci_add_ext" => physdev::PHYSDEVOP_MANAGE_PCI_ADD_EXT,
+        "PHYSDEVOP_setup_gsi" => physdev::PHYSDEVOP_SETUP_GSI,
+        "PHYSDEVOP_get_free_pirq" => physdev::PHYSDEVOP_GET_FREE_PIRQ,
+        "PHYSDEVOP_pci_mmcfg_reserved" => physdev::PHYSDEVOP_PCI_MMCFG_RESERVED,
+        "PHYSDEVOP_pci_device_add" => physdev::PHYSDEVOP_PCI_DEVICE_ADD,
+        "PHYSDEVOP_pci_device_remove" => physdev::PHYSDEVOP_PCI_DEVICE_REMOVE,
+        "PHYSDEVOP_restore_msi_ext" => physdev::PHYSDEVOP_RESTORE_MSI_EXT,
+        "PHYSDEVOP_pirq_eoi_gmfn_v2" => physdev::PHYSDEVOP_PIRQ_EOI_GMFN_V2,
+        "PHYSDEVOP_dbgp_op" => physdev::PHYSDEVOP_DBGP_OP,
+        "PHYSDEVOP_prepare_msix" => physdev::PHYSDEVOP_PREPARE_MSIX,
+        "PHYSDEVOP_release_msix" => physdev::PHYSDEVOP_RELEASE_MSIX,
+        // The unsuffixed name is v2 for interface versions 4.2 and later (the all-capitals
+        // aliases of the other ops end with 4.5 and are not mirrored).
+        "PHYSDEVOP_pirq_eoi_gmfn" => physdev::PHYSDEVOP_PIRQ_EOI_GMFN_V2,
+        "XENIRQSTAT_needs_eoi" => physdev::XENIRQSTAT_NEEDS_EOI,
+        "XENIRQSTAT_shared" => physdev::XENIRQSTAT_SHARED,
+        "XENNMI_register_callback" => physdev::XENNMI_REGISTER_CALLBACK,
+        "XENNMI_unregister_callback" => physdev::XENNMI_UNREGISTER_CALLBACK,
     }
 }
 

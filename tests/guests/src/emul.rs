@@ -5,6 +5,7 @@
 use core::arch::asm;
 
 use xen_abi::hypercall::HYPERVISOR_PHYSDEV_OP;
+use xen_abi::physdev::{PhysdevSetIobitmap, PhysdevSetIopl, PHYSDEVOP_SET_IOBITMAP, PHYSDEVOP_SET_IOPL};
 
 use crate::hypercall;
 
@@ -139,12 +140,28 @@ pub unsafe fn outb(port: u16, v: u8) {
     unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack)) };
 }
 
-/// `PHYSDEVOP_set_iopl` (`physdev.h`).
-pub const PHYSDEVOP_SET_IOPL: u64 = 6;
+/// `HYPERVISOR_physdev_op(cmd, arg)` with any address, for -EFAULT checks: safe because
+/// callers pass addresses nothing of this program lives at.
+pub fn physdev_op_raw(cmd: u64, arg: u64) -> i64 {
+    // SAFETY: see above.
+    unsafe { hypercall::hypercall3(HYPERVISOR_PHYSDEV_OP, cmd, arg, 0) }
+}
 
 /// `HYPERVISOR_physdev_op(PHYSDEVOP_set_iopl, &{iopl})`.
 pub fn physdev_set_iopl(iopl: u32) -> i64 {
-    let arg = iopl;
-    // SAFETY: the sub-op reads `struct physdev_set_iopl` (one uint32_t).
-    unsafe { hypercall::hypercall3(HYPERVISOR_PHYSDEV_OP, PHYSDEVOP_SET_IOPL, &arg as *const u32 as u64, 0) }
+    let arg = PhysdevSetIopl { iopl };
+    // SAFETY: the sub-op reads `struct physdev_set_iopl`, alive for the call.
+    unsafe { hypercall::hypercall3(HYPERVISOR_PHYSDEV_OP, PHYSDEVOP_SET_IOPL, &arg as *const _ as u64, 0) }
+}
+
+/// `HYPERVISOR_physdev_op(PHYSDEVOP_set_iobitmap, &{bitmap, nr_ports})`. The hypervisor keeps
+/// the address and reads the bitmap at every port access not covered by the IOPL, so it must
+/// stay readable (or be an address nothing lives at, which denies every port).
+pub fn physdev_set_iobitmap(bitmap: u64, nr_ports: u32) -> i64 {
+    let arg = PhysdevSetIobitmap { bitmap, nr_ports, _pad: 0 };
+    // SAFETY: the sub-op only reads the argument struct, alive for the call; the bitmap
+    // itself is only ever read.
+    unsafe {
+        hypercall::hypercall3(HYPERVISOR_PHYSDEV_OP, PHYSDEVOP_SET_IOBITMAP, &arg as *const _ as u64, 0)
+    }
 }

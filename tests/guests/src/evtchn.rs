@@ -134,6 +134,12 @@ impl SharedInfoMap {
             .fetch_and(!(1 << (port % 64)), Ordering::SeqCst);
     }
 
+    pub fn is_masked(&self, port: u32) -> bool {
+        self.word(core::mem::offset_of!(SharedInfo, evtchn_mask), port).load(Ordering::SeqCst)
+            & (1 << (port % 64))
+            != 0
+    }
+
     pub fn set_masked(&self, port: u32, masked: bool) {
         let w = self.word(core::mem::offset_of!(SharedInfo, evtchn_mask), port);
         if masked {

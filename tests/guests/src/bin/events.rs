@@ -1,20 +1,28 @@
-//! `events`: every `EVTCHNOP_*` a domU uses, positive and negative, with Xen's errnos.
+//! `events`: every `EVTCHNOP_*` a domU uses, positive and negative, with Xen's errnos; the
+//! ports the VMM binds to domain 0 before boot; and upcall delivery through the event callback:
+//! a port masked in shared_info raises nothing until `EVTCHNOP_unmask`, and an upcall held by
+//! `evtchn_upcall_mask` comes on the way out of the first hypercall or trap after the mask is
+//! cleared, at that instruction.
 //!
-//! Whether a port is pending is read from shared_info's bitmap when the hypervisor lets this
-//! kernel map shared_info (`update_va_mapping`, as Linux does); otherwise from
-//! `SCHEDOP_poll`, which returns at once for a pending port and never before its timeout
-//! (50 ms of the pvclock) for one that is not. The masking checks need the bitmap and are skipped,
-//! with a note, without it. Ends with `SCHEDOP_shutdown_code(poweroff)` followed by
+//! Pending and mask bits are read and written in shared_info, which this kernel maps with
+//! `update_va_mapping` as Linux does. Ends with `SCHEDOP_shutdown_code(poweroff)` followed by
 //! `SCHEDOP_shutdown(reboot)`: the domain must power off (exit 0), proving the code wins.
 #![no_std]
 #![no_main]
 
+use core::arch::asm;
+use core::ptr::{addr_of, addr_of_mut};
+use xenvmm_test_guests::emul::forced_cpuid;
 use xenvmm_test_guests::evtchn::{self, SharedInfoMap};
 use xenvmm_test_guests::hypercall::hypercall3;
-use xenvmm_test_guests::time::{self, VcpuInfoArea, MS};
+use xenvmm_test_guests::time::{self, VcpuInfoArea};
+use xenvmm_test_guests::traps::{self, TrapFrame};
+use xenvmm_test_guests::xen_abi::callback::{CALLBACKF_MASK_EVENTS, CALLBACKTYPE_EVENT};
 use xenvmm_test_guests::xen_abi::errno::Errno;
 use xenvmm_test_guests::xen_abi::event::*;
-use xenvmm_test_guests::xen_abi::hypercall::HYPERVISOR_SCHED_OP;
+use xenvmm_test_guests::xen_abi::hypercall::{
+    HYPERVISOR_EVENT_CHANNEL_OP, HYPERVISOR_SCHED_OP, HYPERVISOR_XEN_VERSION,
+};
 use xenvmm_test_guests::xen_abi::sched::{
     SchedShutdown, SCHEDOP_SHUTDOWN_CODE, SHUTDOWN_CRASH, SHUTDOWN_POWEROFF, SHUTDOWN_REBOOT,
 };
@@ -24,9 +32,6 @@ use xenvmm_test_guests::{println, sched, xen_guest, Checks};
 
 xen_guest!(main = guest_main, hypercall = syscall);
 
-/// How long `SCHEDOP_poll` waits on a port that is not pending; nothing else wakes it here,
-/// so any earlier return means "pending" (a preempted vCPU only makes it look later).
-const PROBE: u64 = 50 * MS;
 /// An address no part of this kernel lives at.
 const UNMAPPED: u64 = 0x0000_1000_0000_0000;
 
@@ -34,20 +39,16 @@ fn neg(e: Errno) -> i64 {
     -i64::from(e.0)
 }
 
+#[derive(Clone, Copy)]
 struct Env {
     vi: VcpuInfoArea,
-    shinfo: Option<SharedInfoMap>,
+    shinfo: SharedInfoMap,
     domid: u16,
 }
 
 impl Env {
     fn pending(&self, port: u32) -> bool {
-        if let Some(m) = self.shinfo {
-            return m.pending(port);
-        }
-        let t0 = self.vi.now();
-        let rc = time::poll(&[port], t0 + PROBE);
-        rc == 0 && self.vi.now() - t0 < PROBE
+        self.shinfo.pending(port)
     }
 }
 
@@ -60,10 +61,10 @@ fn guest_main(si: &'static StartInfo) -> ! {
     vi.set_upcall_mask(1);
     vi.ack();
     let shinfo = match SharedInfoMap::map(si) {
-        Ok(m) => Some(m),
+        Ok(m) => m,
         Err(rc) => {
-            println!("# shared_info not mappable (update_va_mapping returned {rc}): pending bits via SCHEDOP_poll, masking checks skipped");
-            None
+            println!("not ok - update_va_mapping of shared_info returned {rc}");
+            sched::shutdown(SHUTDOWN_CRASH);
         }
     };
     let domid = alloc_unbound_checks(&mut c);
@@ -77,6 +78,7 @@ fn guest_main(si: &'static StartInfo) -> ! {
     status_checks(&mut c);
     bind_vcpu_checks(&mut c);
     mask_checks(&mut c, &env);
+    upcall_mask_checks(&mut c, &env);
     unsupported_checks(&mut c);
     reset_checks(&mut c, &host);
     let failed = c.summary();
@@ -156,27 +158,33 @@ fn alloc_unbound_checks(c: &mut Checks) -> u16 {
     domid
 }
 
-/// The VMM's pre-bound ports (xenstore, console) as (guest port, domain-0 port).
+/// The VMM's pre-bound ports (xenstore, console) as (guest port, domain-0 port): each is
+/// interdomain to domain 0, as xenstored's and xenconsoled's would be, and takes notifications.
 fn prebound_ports(c: &mut Checks, si: &StartInfo) -> [(u32, u32); 2] {
     let mut out = [(0, 0); 2];
-    for (i, (name, port)) in
-        [("xenstore", si.store_evtchn), ("console", si.console_evtchn)].into_iter().enumerate()
-    {
-        match evtchn::status(DOMID_SELF, port) {
-            Ok(s) if s.status == EVTCHNSTAT_CLOSED => {
-                println!("# {name} port {port} is not bound by the VMM")
-            }
-            st => {
-                let ok = matches!(st, Ok(s) if s.status == EVTCHNSTAT_INTERDOMAIN && s.u_val == 0);
-                c.check(
-                    "VMM port is interdomain to domain 0",
-                    ok,
-                    format_args!("{name} port {port}: {st:?}"),
-                );
-                out[i] = (port, st.map(|s| s.u_port).unwrap_or(0));
-            }
-        }
+    let ports = [("xenstore", si.store_evtchn), ("console", si.console_evtchn)];
+    for (i, (name, port)) in ports.into_iter().enumerate() {
+        let st = evtchn::status(DOMID_SELF, port);
+        let ok = matches!(st, Ok(s) if s.status == EVTCHNSTAT_INTERDOMAIN
+            && s.u_val & 0xffff == 0 && s.u_port != 0 && s.vcpu == 0);
+        c.check(
+            "start_info port is interdomain to a port of domain 0, notified on vCPU 0",
+            port != 0 && ok,
+            format_args!("{name} port {port}: {st:?}"),
+        );
+        out[i] = (port, st.map(|s| s.u_port).unwrap_or(0));
+        c.eq("EVTCHNOP_send on it is accepted", evtchn::send(port), 0);
+        c.eq(
+            "binding domain 0's end again: -EINVAL (already bound)",
+            evtchn::bind_interdomain(0, out[i].1),
+            Err(neg(Errno::EINVAL)),
+        );
     }
+    c.check(
+        "the xenstore and console ports differ, at both ends",
+        out[0].0 != out[1].0 && out[0].1 != out[1].1,
+        format_args!("{out:?}"),
+    );
     out
 }
 
@@ -337,23 +345,211 @@ fn bind_vcpu_checks(c: &mut Checks) {
     }
 }
 
+/// What the event callback saw, for the checks: upcalls taken, and of the last one the
+/// interrupted rip, the mask in its frame, the live mask inside the callback and the ports it
+/// found pending and unmasked (a bitmap of ports 0..64).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Upcalls {
+    count: u32,
+    rip: u64,
+    saved_mask: u64,
+    mask_inside: u8,
+    ports: u64,
+}
+
+static mut UPCALLS: Upcalls = Upcalls { count: 0, rip: 0, saved_mask: 0, mask_inside: 0, ports: 0 };
+/// Where the event callback finds vcpu_info and shared_info.
+static mut EVENT_ENV: Option<Env> = None;
+
+fn upcalls() -> Upcalls {
+    // SAFETY: single vCPU; a plain copy, volatile as the callback changes it behind our back.
+    unsafe { addr_of!(UPCALLS).read_volatile() }
+}
+
+/// The event callback, as Linux's `xen_evtchn_do_upcall` for the 2-level ABI: clear
+/// `evtchn_upcall_pending`, take the selector, and for each selected word handle (here:
+/// record and clear) the ports pending and not masked; then `HYPERVISOR_iret`, which restores
+/// the upcall mask from the frame.
+fn on_event(f: &TrapFrame, _rax: &mut u64) -> traps::Action {
+    // SAFETY: single vCPU, and the callback runs with events masked: nothing else touches
+    // these statics meanwhile.
+    unsafe {
+        let u = &mut *addr_of_mut!(UPCALLS);
+        u.count += 1;
+        u.rip = f.rip;
+        u.saved_mask = (f.cs >> 32) & 0xff;
+        u.ports = 0;
+        if let Some(env) = *addr_of!(EVENT_ENV) {
+            u.mask_inside = env.vi.upcall_mask();
+            let sel = env.vi.pending_sel();
+            env.vi.ack();
+            for w in (0..64).filter(|w| sel & (1 << w) != 0) {
+                for port in w * 64..w * 64 + 64 {
+                    if env.shinfo.pending(port) && !env.shinfo.is_masked(port) {
+                        env.shinfo.clear_pending(port);
+                        if port < 64 {
+                            u.ports |= 1 << port;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    traps::Action::Iret
+}
+
+/// The address right after the last [`marked_hypercall`]'s `syscall` (or [`marked_cpuid`]'s
+/// forced CPUID): where an upcall delivered on its way out interrupts the kernel.
+static mut AFTER: u64 = 0;
+
+fn after() -> u64 {
+    // SAFETY: single vCPU; a plain read.
+    unsafe { addr_of!(AFTER).read_volatile() }
+}
+
+/// A two-argument hypercall whose return address is recorded in [`AFTER`].
+///
+/// # Safety
+/// As [`hypercall3`].
+unsafe fn marked_hypercall(nr: u64, a1: u64, a2: u64) -> i64 {
+    let rc: i64;
+    // SAFETY: the caller vouches for the arguments; every register the hypervisor may change
+    // is declared.
+    unsafe {
+        asm!("lea {t}, [rip + 2f]", "mov [rip + {after}], {t}", "syscall", "2:",
+            t = out(reg) _, after = sym AFTER,
+            inlateout("rax") nr as i64 => rc, inlateout("rdi") a1 => _, inlateout("rsi") a2 => _,
+            out("rdx") _, out("r10") _, out("r8") _, out("r9") _, out("rcx") _, out("r11") _)
+    };
+    rc
+}
+
+/// `xen_version(XENVER_version, NULL)`, Linux's "deliver pending events now" no-op.
+fn marked_xen_version() -> i64 {
+    // SAFETY: XENVER_version takes no pointer.
+    unsafe { marked_hypercall(HYPERVISOR_XEN_VERSION, 0, 0) }
+}
+
+fn marked_unmask(port: u32) -> i64 {
+    let arg = EvtchnUnmask { port };
+    // SAFETY: EVTCHNOP_unmask reads `struct evtchn_unmask`, alive for the call.
+    unsafe { marked_hypercall(HYPERVISOR_EVENT_CHANNEL_OP, EVTCHNOP_UNMASK, &arg as *const _ as u64) }
+}
+
+/// Xen's forced CPUID (a #UD the hypervisor emulates) with the address after it in [`AFTER`].
+fn marked_cpuid() {
+    // SAFETY: the hypervisor emulates the 7-byte sequence as `cpuid` (registers only); rbx,
+    // which LLVM reserves, is saved in a scratch register and swapped back.
+    unsafe {
+        asm!("lea {t}, [rip + 2f]", "mov [rip + {after}], {t}", "mov {b}, rbx",
+            ".byte 0x0f, 0x0b, 0x78, 0x65, 0x6e", "cpuid", "2:", "xchg {b}, rbx",
+            t = out(reg) _, b = out(reg) _, after = sym AFTER,
+            inout("eax") 0 => _, inout("ecx") 0 => _, out("edx") _)
+    };
+}
+
+fn xen_version() -> i64 {
+    // SAFETY: XENVER_version takes no pointer.
+    unsafe { hypercall3(HYPERVISOR_XEN_VERSION, 0, 0, 0) }
+}
+
+/// A port masked in shared_info's `evtchn_mask` is set pending but raises no upcall, even
+/// with upcalls enabled, until `EVTCHNOP_unmask`, on whose way out the callback runs.
 fn mask_checks(c: &mut Checks, env: &Env) {
     c.eq("unmask port 4000: -EINVAL", evtchn::unmask(4000), neg(Errno::EINVAL));
-    let Some(m) = env.shinfo else {
-        println!("# skipped: masked port stays undelivered until unmask (needs shared_info mapped)");
+    // SAFETY: set before the callback can run (events are masked).
+    unsafe { *addr_of_mut!(EVENT_ENV) = Some(*env) };
+    traps::set_handler(traps::VEC_EVENT, Some(on_event));
+    let rc = traps::register_callback(
+        CALLBACKTYPE_EVENT,
+        CALLBACKF_MASK_EVENTS,
+        traps::stub_addr(traps::VEC_EVENT),
+    );
+    c.eq("callback_op: register the event callback", rc, 0);
+    let Ok(p) = evtchn::bind_ipi(0) else {
+        c.check("bind_ipi for the masking checks", false, format_args!("failed"));
         return;
     };
-    let Ok(p) = evtchn::bind_ipi(0) else { return };
+    let m = env.shinfo;
     m.set_masked(p, true);
     env.vi.ack();
-    c.eq("send on a masked port", evtchn::send(p), 0);
-    c.check("masked port is pending", m.pending(p), format_args!("port {p}"));
-    c.eq("...but its selector bit is clear", env.vi.pending_sel(), 0);
-    c.eq("...and no upcall is pending", env.vi.upcall_pending(), 0);
-    c.eq("EVTCHNOP_unmask", evtchn::unmask(p), 0);
-    c.eq("unmask sets the selector bit", env.vi.pending_sel() & (1 << (p / 64)) != 0, true);
-    c.eq("unmask sets evtchn_upcall_pending", env.vi.upcall_pending(), 1);
-    m.clear_pending(p);
+    env.vi.set_upcall_mask(0);
+    let before = upcalls().count;
+    xen_version();
+    c.eq("upcalls enabled, nothing pending: no upcall", upcalls().count, before);
+    c.eq("send on a port masked in evtchn_mask", evtchn::send(p), 0);
+    let (pending, sel, up) = (m.pending(p), env.vi.pending_sel(), env.vi.upcall_pending());
+    xen_version();
+    let u = upcalls();
+    c.check("the masked port is pending", pending, format_args!("port {p}"));
+    c.eq("...but its selector bit and evtchn_upcall_pending are clear", (sel, up), (0, 0));
+    c.eq("...and no upcall came, through two hypercall returns", u.count, before);
+    let rc = marked_unmask(p);
+    let u = upcalls();
+    let after = after();
+    c.eq("EVTCHNOP_unmask", rc, 0);
+    c.eq("unmask delivers one upcall", u.count, before + 1);
+    c.eq("...on the way out of the unmask hypercall", u.rip, after);
+    c.eq("...for the unmasked port", u.ports & (1 << p), 1 << p);
+    c.eq(
+        "...entering the callback with events masked, 0 saved in the frame",
+        (u.mask_inside, u.saved_mask),
+        (1, 0),
+    );
+    c.eq("iret from the callback unmasked events again", env.vi.upcall_mask(), 0);
+    c.check("the port is unmasked in shared_info", !m.is_masked(p), format_args!("port {p}"));
+    // Unmasking a port that is not pending raises nothing.
+    m.set_masked(p, true);
+    c.eq("unmask of a port not pending", marked_unmask(p), 0);
+    c.eq("...delivers no upcall", upcalls().count, before + 1);
+    env.vi.set_upcall_mask(1);
+    evtchn::close(p);
+}
+
+/// `evtchn_upcall_mask` holds an upcall: the port is pending and the selector and
+/// `evtchn_upcall_pending` are set, but nothing is delivered until the mask is cleared, and
+/// then on the way out of the next hypercall or trap (Linux's `xen_irq_enable` relies on it).
+fn upcall_mask_checks(c: &mut Checks, env: &Env) {
+    let Ok(p) = evtchn::bind_ipi(0) else {
+        c.check("bind_ipi for the upcall-mask checks", false, format_args!("failed"));
+        return;
+    };
+    for via_trap in [false, true] {
+        let how = if via_trap { "a trap (forced CPUID)" } else { "a hypercall (xen_version)" };
+        env.vi.set_upcall_mask(1);
+        env.vi.ack();
+        let before = upcalls().count;
+        let rc = evtchn::send(p);
+        let (pending, sel, up) = (env.pending(p), env.vi.pending_sel(), env.vi.upcall_pending());
+        xen_version();
+        forced_cpuid(0, 0);
+        let held = upcalls().count;
+        // Linux's xen_irq_enable: clear the mask, then a hypercall or trap returns.
+        env.vi.set_upcall_mask(0);
+        let still_held = upcalls().count;
+        if via_trap {
+            marked_cpuid();
+        } else {
+            marked_xen_version();
+        }
+        let u = upcalls();
+        let after = after();
+        c.eq("send with upcalls masked", rc, 0);
+        c.eq(
+            "...sets the port, its selector bit and evtchn_upcall_pending",
+            (pending, sel & (1 << (p / 64)) != 0, up),
+            (true, true, 1),
+        );
+        c.eq("...but nothing is delivered through a hypercall and a trap", held, before);
+        c.eq("...nor by clearing the mask alone", still_held, before);
+        c.check(
+            "the upcall comes on the way out of the next hypercall or trap",
+            u.count == before + 1 && u.rip == after && u.ports & (1 << p) != 0,
+            format_args!("via {how}: {u:x?}, want rip {after:#x}, port {p}, {} upcalls before", before),
+        );
+    }
+    env.vi.set_upcall_mask(1);
+    env.vi.ack();
     evtchn::close(p);
 }
 
