@@ -11,9 +11,8 @@ use core::ptr::{addr_of, addr_of_mut};
 use core::sync::atomic::{fence, Ordering};
 
 use xen_abi::event::EVTCHNOP_SEND;
-use xen_abi::hypercall::{HYPERVISOR_EVENT_CHANNEL_OP, HYPERVISOR_SCHED_OP};
+use xen_abi::hypercall::HYPERVISOR_EVENT_CHANNEL_OP;
 use xen_abi::io::console::{mask_out, XenconsInterface, XENCONS_OUT_SIZE};
-use xen_abi::sched::SCHEDOP_YIELD;
 use xen_abi::xen::{StartInfo, MACH2PHYS_NR_ENTRIES, MACH2PHYS_VIRT_START, PAGE_SHIFT};
 
 use crate::hypercall::hypercall3;
@@ -24,12 +23,6 @@ pub fn evtchn_send(port: u32) -> i64 {
     let arg = port;
     // SAFETY: EVTCHNOP_send only reads `struct evtchn_send` (one u32).
     unsafe { hypercall3(HYPERVISOR_EVENT_CHANNEL_OP, EVTCHNOP_SEND, &arg as *const u32 as u64, 0) }
-}
-
-/// `HYPERVISOR_sched_op(SCHEDOP_yield, NULL)`.
-pub fn sched_yield() -> i64 {
-    // SAFETY: SCHEDOP_yield takes no argument.
-    unsafe { hypercall3(HYPERVISOR_SCHED_OP, SCHEDOP_YIELD, 0, 0) }
 }
 
 /// The time-stamp counter (CR4.TSD is clear for PV guests, as on Xen).
@@ -106,19 +99,5 @@ impl ConsoleRing {
         }
         self.set_out_prod(prod);
         sent
-    }
-
-    /// Waits with `SCHEDOP_yield` until `out` has free space; `false` if `tsc_budget` TSC
-    /// ticks passed first. (With one vCPU a yield returns at once: only the host's event
-    /// thread, running beside the vCPU, can free space.)
-    pub fn wait_for_space(&self, tsc_budget: u64) -> bool {
-        let start = rdtsc();
-        while self.space() == 0 {
-            if rdtsc().wrapping_sub(start) > tsc_budget {
-                return false;
-            }
-            sched_yield();
-        }
-        true
     }
 }
