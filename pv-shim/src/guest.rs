@@ -106,6 +106,8 @@ pub struct Vcpu {
     pub dr7_emul: u64,
     /// I/O permission bitmap (`PHYSDEVOP_set_iobitmap`): guest address and port count.
     pub iobitmap: (u64, u32),
+    /// The LDT (`MMUEXT_SET_LDT`): guest linear address and entry count.
+    pub ldt: (u64, u32),
     /// Emulator state (`emul`).
     pub emul: crate::emul::EmulState,
     /// Timers and runstate (`time`).
@@ -132,6 +134,7 @@ impl Vcpu {
             dr: [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400],
             dr7_emul: 0,
             iobitmap: (0, 0),
+            ldt: (0, 0),
             emul: Default::default(),
             time: Default::default(),
             nmi_pending: false,

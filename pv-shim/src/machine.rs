@@ -56,6 +56,8 @@ pub trait Machine {
     fn load_cr3(&mut self, cr3: u64);
     /// Flushes the TLB (all non-global entries).
     fn flush_tlb(&mut self);
+    /// Invalidates the TLB entries of one virtual address.
+    fn invlpg(&mut self, va: u64);
     /// Sets or clears the real CR0.TS (lazy FPU: the guest's next FPU use raises #NM).
     fn set_cr0_ts(&mut self, ts: bool);
     fn read_cr0(&self) -> u64;
@@ -71,6 +73,12 @@ pub trait Machine {
     fn write_dr(&mut self, n: u32, v: u64);
     fn read_dr(&self, n: u32) -> u64;
     fn wbinvd(&mut self);
+
+    // ---- The frame table (`mm::frames`): one word per machine frame, in shim memory ----
+    /// The frame-table word of `mfn`; 0 for a frame beyond the table.
+    fn frame_info(&self, mfn: u64) -> u64;
+    /// Stores the frame-table word of `mfn`; ignored for a frame beyond the table.
+    fn set_frame_info(&mut self, mfn: u64, v: u64);
 
     fn read_u64(&self, maddr: u64) -> Result<u64, Errno> {
         let mut b = [0u8; 8];

@@ -7,7 +7,7 @@ use crate::machine::{Machine, MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE};
 use crate::mm;
 use crate::shim::Shim;
 use crate::traps::{Callback, TrapEntry};
-use xen_abi::hypercall::{HYPERVISOR_IRET, HYPERVISOR_MMUEXT_OP, HYPERVISOR_MULTICALL};
+use xen_abi::hypercall::{HYPERVISOR_IRET, HYPERVISOR_MULTICALL};
 use xen_abi::physdev::*;
 use xen_abi::xen::*;
 use xen_abi::Errno;
@@ -15,8 +15,6 @@ use zerocopy::IntoBytes;
 
 /// Multicall entries handled before the multicall continues itself (Xen's preemption check).
 const MULTICALL_BATCH: u64 = 64;
-/// MMUEXT operations handled before `mmuext_op` continues itself.
-const MMUEXT_BATCH: u64 = 64;
 
 /// `VMASST_TYPE_*` a 64-bit PV guest may set (Xen `VM_ASSIST_VALID` for 64-bit PV).
 pub const VM_ASSIST_VALID: u64 = (1 << VMASST_TYPE_4GB_SEGMENTS)
@@ -294,116 +292,6 @@ pub fn nmi_op<M: Machine>(s: &mut Shim<M>, a: Args) -> Result<u64, Errno> {
         }
         _ => Err(Errno::ENOSYS),
     }
-}
-
-/// `HYPERVISOR_mmuext_op(ops, count, pdone, foreigndom)` — only what the PV CPU needs until
-/// the PV MMU lands: `MMUEXT_NEW_USER_BASEPTR` (adopting the user L4 like the boot tables)
-/// and the local TLB flushes. Every other command is -ENOSYS.
-pub fn mmuext_op<M: Machine>(s: &mut Shim<M>, a: Args) -> Result<u64, Errno> {
-    let (ops, count, pdone, foreigndom) = (a.0[0], a.0[1] & 0xffff_ffff, a.0[2], a.0[3] as u16);
-    if foreigndom != DOMID_SELF && foreigndom != s.boot.domid {
-        return Err(Errno::ESRCH);
-    }
-    let size = core::mem::size_of::<MmuextOp>() as u64;
-    let mut done = 0u64;
-    let mut rc = Ok(0);
-    while done < count {
-        if done == MMUEXT_BATCH {
-            s.continue_hypercall(
-                HYPERVISOR_MMUEXT_OP,
-                [ops + done * size, count - done, pdone, a.0[3], 0, 0],
-            );
-            break;
-        }
-        let op: MmuextOp = match mm::read_guest(&s.m, s.cr3(), ops + done * size) {
-            Ok(o) => o,
-            Err(e) => {
-                rc = Err(e);
-                break;
-            }
-        };
-        let r = match op.cmd {
-            MMUEXT_NEW_USER_BASEPTR => s.new_user_baseptr(op.arg1),
-            MMUEXT_TLB_FLUSH_LOCAL | MMUEXT_INVLPG_LOCAL => {
-                s.m.flush_tlb();
-                Ok(())
-            }
-            _ => Err(Errno::ENOSYS),
-        };
-        if let Err(e) = r {
-            rc = Err(e);
-            break;
-        }
-        done += 1;
-    }
-    if pdone != 0 {
-        let d = done as u32;
-        s.copy_to_guest(pdone, &d.to_le_bytes())?;
-    }
-    rc
-}
-
-impl<M: Machine> Shim<M> {
-    /// `MMUEXT_NEW_USER_BASEPTR`: 0 removes the user L4; otherwise the frame must be the
-    /// domain's RAM and is adopted like the boot tables (hypervisor slots written in).
-    fn new_user_baseptr(&mut self, mfn: u64) -> Result<(), Errno> {
-        if mfn == 0 {
-            self.vcpu.guest_table_user = 0;
-            return Ok(());
-        }
-        if !self.own.is_ram(mfn) {
-            return Err(Errno::EINVAL);
-        }
-        mm::adopt_initial_tables(&mut self.m, &self.own, mfn, &self.hole).map_err(|_| Errno::EINVAL)?;
-        self.vcpu.guest_table_user = mfn << 12;
-        Ok(())
-    }
-}
-
-/// L1 entry bits a domU may set (Xen `L1_DISALLOW_MASK` inverted for a domain without I/O
-/// memory): P, RW, US, A, D, G, AVL 9-11, AVL-high 52-61, NX.
-const L1_ALLOWED: u64 = 0x1 | 0x2 | 0x4 | 0x20 | 0x40 | 0x100 | 0xe00 | (0x3ff << 52) | (1 << 63);
-
-/// `HYPERVISOR_update_va_mapping(va, pte, flags)` — the PV MMU's single-PTE update, as far
-/// as the PV CPU needs it before the PV MMU's type system lands: the L1 slot for `va` in the
-/// current tables gets `pte` after Xen's frame and flag checks and adjustments (§3.1).
-pub fn update_va_mapping<M: Machine>(s: &mut Shim<M>, a: Args) -> Result<u64, Errno> {
-    let (va, pte, flags) = (a.0[0], a.0[1], a.0[2]);
-    if !mm::guest_range_ok(va, 1) {
-        return Err(Errno::EINVAL);
-    }
-    let mut table = s.cr3() & mm::PADDR_MASK;
-    for level in (2..=4).rev() {
-        let e = s.m.read_u64(table + 8 * mm::table_index(va, level) as u64)?;
-        if e & mm::_PAGE_PRESENT == 0 || e & mm::_PAGE_PSE != 0 {
-            return Err(Errno::EINVAL);
-        }
-        table = e & mm::PADDR_MASK;
-    }
-    let slot = table + 8 * mm::table_index(va, 1) as u64;
-    if !s.own.is_ram(table >> 12) {
-        return Err(Errno::EINVAL);
-    }
-    let mut new = pte;
-    if pte & mm::_PAGE_PRESENT != 0 {
-        if pte & !L1_ALLOWED & !mm::PADDR_MASK != 0 {
-            return Err(Errno::EINVAL);
-        }
-        let mfn = (pte & mm::PADDR_MASK) >> 12;
-        if !s.own.may_map(mfn) {
-            return Err(Errno::EINVAL);
-        }
-        new = if pte & mm::_PAGE_USER == 0 {
-            pte | mm::_PAGE_USER | mm::_PAGE_GUEST_KERNEL
-        } else {
-            pte | mm::_PAGE_GLOBAL
-        };
-    }
-    s.m.write_u64(slot, new)?;
-    if flags & 3 != 0 {
-        s.m.flush_tlb();
-    }
-    Ok(0)
 }
 
 #[cfg(test)]

@@ -3,12 +3,14 @@
 
 use crate::guest::{GuestRegs, Vcpu};
 use crate::machine::Machine;
-use crate::mm::{self, AdoptError, Ownership};
+use crate::mm::frames::PageType;
+use crate::mm::{self, Ownership};
 use xen_abi::hostcall::{
     BootInfo, FatalReport, BOOT_INFO_MAGIC, FATAL_MODE_GUEST_KERNEL, FATAL_MODE_GUEST_USER, FATAL_NO_VECTOR,
     HC_DOMAIN_CRASH, HOSTCALL_VERSION,
 };
 use xen_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS, HYPERVISOR_L4_FIRST, HYPERVISOR_L4_LAST};
+use xen_abi::Errno;
 use zerocopy::{FromZeros, IntoBytes};
 
 /// What the entry code does after the shim handled a trap or hypercall.
@@ -24,8 +26,12 @@ pub enum Outcome {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BootError {
     BadMagic,
-    VersionMismatch { vmm: u32, shim: u32 },
-    InitialTables(AdoptError),
+    VersionMismatch {
+        vmm: u32,
+        shim: u32,
+    },
+    /// The builder's page tables do not validate.
+    InitialTables(Errno),
 }
 
 /// Hypervisor-hole entries of the shim's own L4 (slots 256..=271).
@@ -86,8 +92,11 @@ impl<M: Machine> Shim<M> {
     /// (xen-pv-contract.md §2.9): guest kernel mode at the ENTRY note, `rsi` = start_info.
     pub fn boot_domain(&mut self, hole: &HoleEntries) -> Result<GuestRegs, BootError> {
         self.hole = *hole;
-        mm::adopt_initial_tables(&mut self.m, &self.own, self.boot.guest_l4_mfn, hole)
-            .map_err(BootError::InitialTables)?;
+        // The builder's L4, validated, pinned (as libxc pins it) and the kernel base pointer.
+        let l4 = self.boot.guest_l4_mfn;
+        self.pin_table(l4, PageType::L4).map_err(BootError::InitialTables)?;
+        self.get_page_and_type(l4, PageType::L4).map_err(BootError::InitialTables)?;
+        self.vcpu.guest_table = l4 << 12;
         self.init_time();
         Ok(GuestRegs {
             rip: self.boot.guest_rip,

@@ -34,6 +34,9 @@ pub struct MockMachine {
     /// Answers of `cpuid`, by (leaf, subleaf); missing leaves answer zeros.
     pub cpuid: std::collections::BTreeMap<(u32, u32), [u32; 4]>,
     pub user_gs_sel: u16,
+    /// Frame-table words (absent = 0).
+    pub frame_table: std::collections::BTreeMap<u64, u64>,
+    pub invlpgs: Vec<u64>,
 }
 
 impl MockMachine {
@@ -61,6 +64,8 @@ impl MockMachine {
             wbinvds: 0,
             cpuid: Default::default(),
             user_gs_sel: 0,
+            frame_table: Default::default(),
+            invlpgs: Vec::new(),
         }
     }
 
@@ -219,6 +224,24 @@ impl Machine for MockMachine {
 
     fn wbinvd(&mut self) {
         self.wbinvds += 1;
+    }
+
+    fn invlpg(&mut self, va: u64) {
+        self.invlpgs.push(va);
+    }
+
+    fn frame_info(&self, mfn: u64) -> u64 {
+        self.frame_table.get(&mfn).copied().unwrap_or(0)
+    }
+
+    fn set_frame_info(&mut self, mfn: u64, v: u64) {
+        if mfn < self.frames() {
+            if v == 0 {
+                self.frame_table.remove(&mfn);
+            } else {
+                self.frame_table.insert(mfn, v);
+            }
+        }
     }
 }
 

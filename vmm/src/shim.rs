@@ -239,6 +239,13 @@ pub fn place(
     }
     mem.write_slice(table.as_bytes(), GuestAddress(m2p.first_mfn << 12))?;
 
+    // The frame table (page types and counts): shim-private, zero = untyped and unused.
+    let frame_table = alloc.alloc(layout.m2p_frames);
+    mem.write_slice(
+        &vec![0u8; (frame_table.nr_frames * PAGE_SIZE) as usize],
+        GuestAddress(frame_table.first_mfn << 12),
+    )?;
+
     // The shim's page tables.
     let l4 = alloc.alloc(1).first_mfn << 12;
     mem.write_slice(&[0u8; 4096], GuestAddress(l4))?;
@@ -269,6 +276,7 @@ pub fn place(
     boot.nr_vcpus = nr_vcpus;
     boot.max_mfn = layout.max_mfn;
     boot.m2p = m2p;
+    boot.frame_table = frame_table;
     for (dst, r) in boot.ram.iter_mut().zip(layout.p2m.ranges()) {
         *dst = *r;
     }

@@ -17,7 +17,7 @@
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Bumped whenever any struct or number in this module changes meaning.
-pub const HOSTCALL_VERSION: u32 = 2;
+pub const HOSTCALL_VERSION: u32 = 3;
 /// `BootInfo::magic`: "XENVMMBI".
 pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"XENVMMBI");
 
@@ -124,6 +124,9 @@ pub struct BootInfo {
     pub shim_free: MfnRange,
     /// Frames holding the M2P array (`max_mfn` u64 entries), already filled by the VMM.
     pub m2p: MfnRange,
+    /// Frames of the shim's frame table (`max_mfn` u64 words, zeroed by the VMM): page
+    /// types and reference counts of the PV MMU.
+    pub frame_table: MfnRange,
     /// The domain's RAM, as machine frames (what the P2M maps to).
     pub ram: [MfnRange; MAX_RAM_RANGES],
     pub nr_ram_ranges: u32,

@@ -86,6 +86,8 @@ pub struct ArchMachine {
     hostcall: *mut HostcallPage,
     stats: *mut ShimStats,
     mailbox: *mut EventMailbox,
+    frame_table: *mut u64,
+    frame_table_len: u64,
 }
 
 fn directmap<T>(maddr: u64) -> *mut T {
@@ -99,6 +101,8 @@ impl ArchMachine {
             hostcall: directmap(b.hostcall_mfn[0] << 12),
             stats: directmap(b.stats_mfn << 12),
             mailbox: directmap(b.mailbox_mfn << 12),
+            frame_table: directmap(b.frame_table.first_mfn << 12),
+            frame_table_len: b.max_mfn.min(b.frame_table.nr_frames * 512),
         }
     }
 
@@ -320,6 +324,27 @@ impl Machine for ArchMachine {
     fn wbinvd(&mut self) {
         // SAFETY: write-back and invalidate has no effect on program state.
         unsafe { core::arch::asm!("wbinvd", options(nostack)) };
+    }
+
+    fn invlpg(&mut self, va: u64) {
+        // SAFETY: dropping a TLB entry only costs a later page walk.
+        unsafe { core::arch::asm!("invlpg [{}]", in(reg) va, options(nostack)) };
+    }
+
+    fn frame_info(&self, mfn: u64) -> u64 {
+        if mfn >= self.frame_table_len {
+            return 0;
+        }
+        // SAFETY: the VMM gave the shim `frame_table_len` words of private memory, inside the
+        // direct map; single vCPU, so nothing else writes them.
+        unsafe { self.frame_table.add(mfn as usize).read() }
+    }
+
+    fn set_frame_info(&mut self, mfn: u64, v: u64) {
+        if mfn < self.frame_table_len {
+            // SAFETY: as in frame_info.
+            unsafe { self.frame_table.add(mfn as usize).write(v) }
+        }
     }
 }
 

@@ -69,7 +69,8 @@ pub struct Layout {
     pub p2m: P2m,
     /// One past the highest machine frame.
     pub max_mfn: u64,
-    /// Frames the M2P array needs (8 bytes per machine frame).
+    /// Frames the M2P array needs (8 bytes per machine frame); the shim's frame table
+    /// needs as many.
     pub m2p_frames: u64,
 }
 
@@ -86,9 +87,10 @@ impl Layout {
         // The shim region's size depends on the M2P, which depends on where RAM ends: iterate.
         let mut m2p_frames = 0u64;
         for _ in 0..8 {
+            // The M2P and the frame table: one u64 per machine frame each.
             let shim_frames = fixed_frames
                 + shim_image_frames
-                + m2p_frames
+                + 2 * m2p_frames
                 + page_table_frames(m2p_frames, shim_image_frames)
                 + SHIM_FREE_FRAMES;
             let shim_start = SHIM_REGION_START / PAGE_SIZE;

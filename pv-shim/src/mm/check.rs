@@ -1,0 +1,114 @@
+//! The PV MMU's invariants, recomputed from scratch (host tests and fuzzing only):
+//!
+//! 1. every reference count in the frame table equals what the validated tables, the pins
+//!    and the vCPU's base pointers actually hold;
+//! 2. no frame that holds a protected type (a page table or descriptor page) is mapped
+//!    writable by any validated L1, and every table entry points at a frame holding the
+//!    table type one level down;
+//! 3. the hypervisor slots of every validated L4 hold the shim's entries.
+
+use super::frames::PageType;
+use super::types::is_hole_slot;
+use super::{_PAGE_PRESENT, _PAGE_RW, PADDR_MASK};
+use crate::machine::Machine;
+use crate::shim::Shim;
+use std::collections::BTreeMap;
+use std::string::String;
+use xen_abi::xen::HYPERVISOR_L4_FIRST;
+
+#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
+struct Expected {
+    count: u64,
+    table_refs: u64,
+    writable_refs: u64,
+}
+
+/// Checks every invariant over frames `0..frames`; `Err` describes the first violation.
+pub fn check_invariants<M: Machine>(s: &Shim<M>, frames: u64) -> Result<(), String> {
+    let mut exp: BTreeMap<u64, Expected> = BTreeMap::new();
+    let add_table_ref = |exp: &mut BTreeMap<u64, Expected>, mfn: u64| {
+        let e = exp.entry(mfn).or_default();
+        e.count += 1;
+        e.table_refs += 1;
+    };
+    for mfn in 0..frames {
+        let f = s.frame(mfn);
+        if f.pinned() {
+            add_table_ref(&mut exp, mfn);
+        }
+        let Some(level) = f.current_type().level() else { continue };
+        if f.validating() {
+            return Err(format!("mfn {mfn:#x} is still marked validating"));
+        }
+        for i in 0..512usize {
+            let e = s.m.read_u64((mfn << 12) + 8 * i as u64).map_err(|_| format!("read {mfn:#x}"))?;
+            if level == 4 && is_hole_slot(i) {
+                if e != s.hole[i - HYPERVISOR_L4_FIRST] {
+                    return Err(format!("L4 {mfn:#x} slot {i} is {e:#x}, not the shim's"));
+                }
+                continue;
+            }
+            if e & _PAGE_PRESENT == 0 {
+                continue;
+            }
+            let t = (e & PADDR_MASK) >> 12;
+            if !s.own.is_ram(t) {
+                continue; // shared_info, M2P
+            }
+            if level == 1 {
+                let x = exp.entry(t).or_default();
+                x.count += 1;
+                if e & _PAGE_RW != 0 {
+                    x.writable_refs += 1;
+                    if s.frame(t).current_type().is_protected() {
+                        return Err(format!(
+                            "L1 {mfn:#x}[{i}] maps {:?} frame {t:#x} writable",
+                            s.frame(t).current_type()
+                        ));
+                    }
+                }
+            } else {
+                let want = PageType::table(level - 1);
+                if s.frame(t).current_type() != want {
+                    return Err(format!(
+                        "L{level} {mfn:#x}[{i}] points at {t:#x}, a {:?}, not {want:?}",
+                        s.frame(t).current_type()
+                    ));
+                }
+                add_table_ref(&mut exp, t);
+            }
+        }
+    }
+    for base in [s.vcpu.guest_table >> 12, s.vcpu.guest_table_user >> 12] {
+        if base != 0 {
+            add_table_ref(&mut exp, base);
+        }
+    }
+    for mfn in 0..frames {
+        let f = s.frame(mfn);
+        let e = exp.get(&mfn).copied().unwrap_or_default();
+        let type_count = e.writable_refs + e.table_refs;
+        if e.writable_refs > 0 && f.current_type() != PageType::Writable
+            || e.table_refs > 0 && !f.current_type().is_protected()
+        {
+            return Err(format!("mfn {mfn:#x} is {:?} but referenced as {e:?}", f.current_type()));
+        }
+        if e.writable_refs > 0 && e.table_refs > 0 {
+            return Err(format!(
+                "mfn {mfn:#x} is both a table ({} refs) and writable-mapped ({})",
+                e.table_refs, e.writable_refs
+            ));
+        }
+        if f.count() != e.count || f.type_count() != type_count {
+            return Err(format!(
+                "mfn {mfn:#x} ({:?}): count {} type count {}, expected {} and {} ({e:?})",
+                f.current_type(),
+                f.count(),
+                f.type_count(),
+                e.count,
+                type_count
+            ));
+        }
+    }
+    Ok(())
+}
