@@ -40,6 +40,11 @@ fn build_shim(root: &std::path::Path) -> PathBuf {
             || matches!(
                 k.as_str(),
                 "RUSTFLAGS"
+                    // The shim is built with the repository's pinned toolchain (which has the
+                    // bare-metal target), also when the outer build runs another one (cargo
+                    // +nightly fuzz).
+                    | "RUSTUP_TOOLCHAIN"
+                    | "RUSTC"
                     | "CARGO_TARGET_DIR"
                     | "CARGO_BUILD_TARGET"
                     | "RUSTC_WORKSPACE_WRAPPER"
@@ -60,9 +65,21 @@ fn build_shim(root: &std::path::Path) -> PathBuf {
             cmd.env_remove(k);
         }
     }
+    // The pinned toolchain by name: rustup would otherwise pick each dependency's own
+    // rust-toolchain file when resolving `rustc` in its directory.
+    if let Some(channel) = pinned_toolchain(root) {
+        cmd.env("RUSTUP_TOOLCHAIN", channel);
+    }
     let status = cmd.status().expect("cannot run cargo to build the PV shim");
     if !status.success() {
         panic!("building the PV shim (pv-shim for x86_64-unknown-none) failed; run scripts/setup to install the target");
     }
     target_dir.join("x86_64-unknown-none").join("release").join("pv-shim")
+}
+
+/// The `channel` of the repository's rust-toolchain.toml.
+fn pinned_toolchain(root: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(root.join("rust-toolchain.toml")).ok()?;
+    let line = text.lines().find(|l| l.trim_start().starts_with("channel"))?;
+    Some(line.split('"').nth(1)?.to_string())
 }
