@@ -117,6 +117,33 @@ fn bench_loops_of_hypercalls_and_user_round_trips_cause_no_vm_exit() -> Result<(
     Ok(())
 }
 
+/// The `mmu` guest's VM exits other than host interrupts, for `iters` iterations.
+fn mmu_run(iters: u64) -> Result<(u64, String), Failed> {
+    let out = run_checks_guest("mmu", &["--cmdline", &format!("iters={iters}")])?;
+    expect_contains(&out, &format!("# mmu: iters {iters} done"), "stdout")?;
+    let total = stat(&out, "VM exits (KVM counters, vCPU 0)")
+        .ok_or_else(|| format!("no KVM exit counters (KVM_GET_STATS_FD) in --stats:\n{out}"))?;
+    Ok((total - stat(&out, "irq_exits").unwrap_or(0), out))
+}
+
+fn mmu_guest_refusals_change_nothing_and_page_table_work_stays_in_the_vm() -> Result<(), Failed> {
+    let (few, _) = mmu_run(10)?;
+    let (many, out) = mmu_run(110)?;
+    // 100 more iterations: 6,400 more mmu_update entries in each batch size and 100 more
+    // build/pin/switch/unpin/free cycles of a 4-level tree.
+    if many.abs_diff(few) > 10 {
+        return Err(format!(
+            "VM exits (not host interrupts) grew from {few} to {many} with 100 more iterations:\n{out}"
+        )
+        .into());
+    }
+    for l in out.lines().filter(|l| l.starts_with("# mmu:")) {
+        eprintln!("{l}");
+    }
+    eprintln!("# mmu: VM exits other than host interrupts: {few} (10 iterations), {many} (110)");
+    Ok(())
+}
+
 fn hello_guest_prints_and_powers_off() -> Result<(), Failed> {
     let out = xenvmm(&["--kernel", guests::HELLO, "--stats"]);
     expect_code(&out, 0)?;
@@ -409,6 +436,10 @@ fn main() {
         Trial::test(
             "bench_loops_of_hypercalls_and_user_round_trips_cause_no_vm_exit",
             bench_loops_of_hypercalls_and_user_round_trips_cause_no_vm_exit,
+        ),
+        Trial::test(
+            "mmu_guest_refusals_change_nothing_and_page_table_work_stays_in_the_vm",
+            mmu_guest_refusals_change_nothing_and_page_table_work_stays_in_the_vm,
         ),
         Trial::test(
             "console_ring_streams_64k_with_no_userspace_exit_per_notification",
