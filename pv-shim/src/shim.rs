@@ -54,6 +54,8 @@ pub struct Shim<M: Machine> {
     pub shutdown_code: Option<u8>,
     /// The shim's hypervisor-hole L4 entries, written into every guest L4 it adopts.
     pub hole: HoleEntries,
+    /// A frame lost a type since the last full TLB flush (see `mm::types`).
+    pub tlb_stale: bool,
     /// Set by a handler that stopped early to continue itself (Xen's
     /// `hypercall_create_continuation`): the hypercall and its new arguments.
     continuation: Option<(u64, [u64; 6])>,
@@ -83,6 +85,7 @@ impl<M: Machine> Shim<M> {
             vm_assist: 0,
             shutdown_code: None,
             hole: [0; 16],
+            tlb_stale: false,
             continuation: None,
             dead: false,
         })

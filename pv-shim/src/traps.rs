@@ -161,7 +161,7 @@ impl<M: Machine> Shim<M> {
         self.m.swapgs();
         self.vcpu.kernel_mode = !self.vcpu.kernel_mode;
         let cr3 = self.vcpu.current_cr3();
-        self.m.load_cr3(cr3);
+        self.load_cr3(cr3);
     }
 
     /// Xen's `create_bounce_frame`: builds the frame on the guest kernel stack and points

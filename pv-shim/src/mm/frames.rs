@@ -9,6 +9,10 @@
 //!   holds one type at a time and may change type only when its type count is zero. That one
 //!   rule is what keeps page tables and descriptor tables from ever being writable-mapped.
 //!
+//! When the type count drops to zero the type bits stay: they remember the frame's last
+//! type, so that taking a different one can first flush stale TLB entries (see
+//! [`types`](super::types)).
+//!
 //! Layout of a word (0 = untyped, unreferenced, owned if it is the domain's RAM):
 //! `type` bits 0..=2, `pinned` bit 3, `validating` bit 4 (a validation of this frame is in
 //! progress: a loop back to it is refused), `released` bit 5 (given back to the host by
@@ -136,6 +140,16 @@ impl FrameInfo {
 
     pub fn with_released(self, on: bool) -> FrameInfo {
         FrameInfo(if on { self.0 | RELEASED } else { self.0 & !RELEASED })
+    }
+
+    /// The word with the type bits of a frame that holds no type cleared (they only
+    /// remember its last type): for comparing states.
+    pub fn canonical(self) -> u64 {
+        if self.type_count() == 0 {
+            self.with_type(PageType::None, 0).0
+        } else {
+            self.0
+        }
     }
 
     /// Room for one more type reference.

@@ -50,7 +50,7 @@ fn check(s: &Shim<MockMachine>, what: &str) {
 pub fn run_case(data: &[u8]) {
     let mut s = shim_with_guest();
     check(&s, "boot");
-    let baseline: Vec<u64> = (0..FRAMES).map(|m| s.m.frame_info(m)).collect();
+    let baseline: Vec<u64> = (0..FRAMES).map(|m| s.frame(m).canonical()).collect();
     let tables: Vec<(u64, Vec<u64>)> = (1..=4u64)
         .map(|t| (t, (0..512).map(|i| s.m.read_u64((t << 12) + 8 * i).unwrap()).collect()))
         .collect();
@@ -124,7 +124,7 @@ pub fn run_case(data: &[u8]) {
     let mut why = String::new();
     for m in 0..FRAMES {
         let f = s.frame(m);
-        if f.0 != baseline[m as usize] {
+        if f.canonical() != baseline[m as usize] {
             why += &format!(
                 "mfn {m:#x}: {f:?} type {:?} tc {} c {} pinned {}\n",
                 f.current_type(),
@@ -137,7 +137,7 @@ pub fn run_case(data: &[u8]) {
             for i in 0..512u64 {
                 let e = s.m.read_u64((m << 12) + 8 * i).unwrap();
                 let t = (e & super::PADDR_MASK) >> 12;
-                if e & 1 != 0 && t < FRAMES && baseline[t as usize] != s.frame(t).0 {
+                if e & 1 != 0 && t < FRAMES && baseline[t as usize] != s.frame(t).canonical() {
                     why += &format!("  L{level} {m:#x}[{i}] -> {t:#x} ({e:#x})\n");
                 }
             }
@@ -145,7 +145,7 @@ pub fn run_case(data: &[u8]) {
     }
     why += &format!("bases {:#x} {:#x}\n", s.vcpu.guest_table, s.vcpu.guest_table_user);
     for (m, &want) in baseline.iter().enumerate() {
-        let got = s.m.frame_info(m as u64);
+        let got = s.frame(m as u64).canonical();
         assert_eq!(
             got, want,
             "mfn {m:#x}: frame word {got:#x}, baseline {want:#x} (input {data:02x?})\n{why}"

@@ -102,12 +102,12 @@ impl<M: Machine> Shim<M> {
     fn new_baseptr(&mut self, mfn: u64) -> Result<(), Errno> {
         let old = self.vcpu.guest_table >> 12;
         if old == mfn {
-            self.m.load_cr3(self.cr3());
+            self.load_cr3(self.cr3());
             return Ok(());
         }
         self.get_page_and_type(mfn, PageType::L4)?;
         self.vcpu.guest_table = mfn << 12;
-        self.m.load_cr3(self.cr3());
+        self.load_cr3(self.cr3());
         if old != 0 {
             self.put_page_and_type(old);
         }
@@ -125,7 +125,7 @@ impl<M: Machine> Shim<M> {
         }
         self.vcpu.guest_table_user = mfn << 12;
         if !self.vcpu.kernel_mode {
-            self.m.load_cr3(self.cr3());
+            self.load_cr3(self.cr3());
         }
         if old != 0 {
             self.put_page_and_type(old);
@@ -143,7 +143,7 @@ impl<M: Machine> Shim<M> {
             MMUEXT_NEW_BASEPTR => self.new_baseptr(op.arg1),
             MMUEXT_NEW_USER_BASEPTR => self.new_user_baseptr(op.arg1),
             MMUEXT_TLB_FLUSH_LOCAL | MMUEXT_TLB_FLUSH_ALL => {
-                self.m.flush_tlb();
+                self.flush_tlb();
                 Ok(())
             }
             MMUEXT_INVLPG_LOCAL => {
@@ -160,7 +160,7 @@ impl<M: Machine> Shim<M> {
                 let me = self.vcpumask_has_self(op.arg2).map_err(|_| Errno::EINVAL)?;
                 if me {
                     if op.cmd == MMUEXT_TLB_FLUSH_MULTI {
-                        self.m.flush_tlb();
+                        self.flush_tlb();
                     } else if mm::guest_range_ok(op.arg1, 1) {
                         self.m.invlpg(op.arg1);
                     }
@@ -209,7 +209,7 @@ impl<M: Machine> Shim<M> {
         }
         if self.vcpu.ldt != (base, ents) {
             self.vcpu.ldt = (base, ents);
-            self.m.flush_tlb();
+            self.flush_tlb();
         }
         Ok(())
     }
@@ -321,7 +321,7 @@ pub fn update_va_mapping<M: Machine>(s: &mut Shim<M>, a: Args) -> Result<u64, Er
         ptr => s.vcpumask_has_self(ptr)?,
     };
     match kind {
-        UVMF_TLB_FLUSH if me => s.m.flush_tlb(),
+        UVMF_TLB_FLUSH if me => s.flush_tlb(),
         UVMF_INVLPG if me => s.m.invlpg(va),
         _ => {}
     }

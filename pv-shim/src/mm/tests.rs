@@ -51,7 +51,7 @@ fn ok(s: &Shim<MockMachine>) {
 }
 
 fn words(s: &Shim<MockMachine>) -> Vec<u64> {
-    (0..s.m.frames()).map(|m| s.m.frame_info(m)).collect()
+    (0..s.m.frames()).map(|m| s.frame(m).canonical()).collect()
 }
 
 /// Writes an L1 into free frame `table` mapping `entries` (frame, flags) at slots 0...
@@ -229,7 +229,7 @@ fn mmu_update_reports_done_and_stops_at_the_first_failure() {
     assert_eq!(mmu(&mut s, (60 << 12) | 7, 0), Err(Errno::ENOSYS));
     assert_eq!(mmu(&mut s, (60 << 12) + 16, 0x1234), Ok(0));
     assert_eq!(s.m.read_u64((60 << 12) + 16).unwrap(), 0x1234);
-    assert_eq!(s.frame(60), super::frames::FrameInfo(0));
+    assert_eq!(s.frame(60).canonical(), 0);
     assert_eq!(mmu(&mut s, (FOREIGN << 12) + 16, 1), Err(Errno::EINVAL));
     ok(&s);
 }
@@ -330,4 +330,34 @@ fn random_operation_sequences_keep_the_invariants() {
             .collect();
         super::fuzz::run_case(&data);
     }
+}
+
+#[test]
+fn a_type_change_after_a_dropped_mapping_flushes_stale_tlb_entries_first() {
+    let mut s = shim_with_guest();
+    // Page 5 maps frame 21 writable; the guest makes it read-only without a flush: the TLB
+    // may still hold the writable translation, so pinning 21 as a table must flush first.
+    assert_eq!(
+        update_va_mapping(&mut s, Args([GUEST_VA + 5 * 4096, (21 << 12) | 0x65, UVMF_NONE, 0, 0, 0])),
+        Ok(0)
+    );
+    let flushes = s.m.tlb_flushes;
+    assert_eq!(ext(&mut s, MMUEXT_PIN_L1_TABLE, 21), Ok(0));
+    assert_eq!(s.m.tlb_flushes, flushes + 1, "flushed before the frame became a table");
+    // Same again after an explicit flush: no second flush needed.
+    assert_eq!(ext(&mut s, MMUEXT_UNPIN_TABLE, 21), Ok(0));
+    assert_eq!(
+        update_va_mapping(&mut s, Args([GUEST_VA + 6 * 4096, (22 << 12) | 0x65, UVMF_NONE, 0, 0, 0])),
+        Ok(0)
+    );
+    assert_eq!(ext(&mut s, MMUEXT_TLB_FLUSH_LOCAL, 0), Ok(0));
+    let flushes = s.m.tlb_flushes;
+    assert_eq!(ext(&mut s, MMUEXT_PIN_L1_TABLE, 22), Ok(0));
+    assert_eq!(s.m.tlb_flushes, flushes, "nothing stale since the guest's own flush");
+    // A devalidated table becoming writable: flushed too (stale paging-structure caches).
+    assert_eq!(ext(&mut s, MMUEXT_UNPIN_TABLE, 22), Ok(0));
+    let flushes = s.m.tlb_flushes;
+    assert_eq!(uvm(&mut s, 6, (22 << 12) | 0x67), Ok(0));
+    assert_eq!(s.m.tlb_flushes, flushes + 1);
+    ok(&s);
 }

@@ -45,6 +45,18 @@ impl<M: Machine> Shim<M> {
         self.m.set_frame_info(mfn, f.0);
     }
 
+    /// A full TLB flush (CR4.PGE is off: everything of the guest goes).
+    pub fn flush_tlb(&mut self) {
+        self.m.flush_tlb();
+        self.tlb_stale = false;
+    }
+
+    /// Loads CR3, which flushes the TLB as [`Self::flush_tlb`] does.
+    pub fn load_cr3(&mut self, cr3: u64) {
+        self.m.load_cr3(cr3);
+        self.tlb_stale = false;
+    }
+
     /// The domain owns `mfn`: its RAM, not given back.
     pub fn owned(&self, mfn: u64) -> bool {
         self.own.is_ram(mfn) && !self.frame(mfn).released()
@@ -91,6 +103,14 @@ impl<M: Machine> Shim<M> {
             self.set_frame(mfn, f.with_type(t, f.type_count() + 1));
             return Ok(());
         }
+        // A frame changing type may still be reachable through stale TLB or paging-structure
+        // cache entries of its old use (a writable mapping removed without a flush; a table
+        // unhooked and devalidated): flush them first, as Xen does on a type change, unless
+        // no type was dropped since the last full flush.
+        let last = f.page_type();
+        if last != t && last != PageType::None && self.tlb_stale {
+            self.flush_tlb();
+        }
         if !t.is_protected() {
             self.set_frame(mfn, f.with_type(t, 1));
             return Ok(());
@@ -120,9 +140,11 @@ impl<M: Machine> Shim<M> {
             self.set_frame(mfn, f.with_validating(true));
             self.devalidate(mfn, f.page_type());
             let f = self.frame(mfn);
-            self.set_frame(mfn, f.with_type(PageType::None, 0).with_validating(false));
+            self.tlb_stale = true;
+            self.set_frame(mfn, f.with_type(f.page_type(), 0).with_validating(false));
         } else if tc == 1 {
-            self.set_frame(mfn, f.with_type(PageType::None, 0));
+            self.tlb_stale = true;
+            self.set_frame(mfn, f.with_type(f.page_type(), 0));
         } else {
             self.set_frame(mfn, f.with_type(f.page_type(), tc - 1));
         }
