@@ -139,9 +139,13 @@ pub(super) fn write_cr<M: Machine>(
             fpu_taskswitch(s, v & X86_CR0_TS != 0);
         }
         2 => s.set_guest_cr2(v),
-        // TODO(issue 4): `new_guest_cr3` (switch to a pinned L4) arrives with the PV MMU; until
-        // then a CR3 write fails the way Xen fails a write of a frame it cannot validate.
-        3 => return Emulated::GP0,
+        // Xen's `new_guest_cr3`: the frame (`xen_cr3_to_pfn`) becomes the kernel L4, validated
+        // if it is not one already; a frame that does not validate is a #GP(0).
+        3 => {
+            if s.new_baseptr(v >> 12).is_err() {
+                return Emulated::GP0;
+            }
+        }
         4 => {
             s.vcpu.virt_cr4 = s.fixup_guest_cr4(v);
             s.load_guest_cr4();

@@ -496,7 +496,17 @@ fn cr2_and_cr3_reads_and_writes() {
     assert_eq!(r.r15, s.vcpu.guest_table);
     assert_eq!(r.rip, GUEST_VA + 4);
     let (e, _) = gp(&mut s, &[0x0f, 0x22, 0xd8], |r| r.rax = 1 << 12);
-    assert_eq!(e, GP0, "CR3 writes wait for new_guest_cr3");
+    assert_eq!(e, Emulated::Done, "the current L4 again");
+    let (e, _) = gp(&mut s, &[0x0f, 0x22, 0xd8], |r| r.rax = 16 << 12);
+    assert_eq!(e, GP0, "a writable-mapped frame does not validate as an L4");
+    assert_eq!(s.vcpu.guest_table, 1 << 12);
+    // A new (empty) L4 validates and becomes the base: its frame is now an L4.
+    put(&mut s, GUEST_VA, &[0x0f, 0x22, 0xd8]);
+    let mut r = regs_at(GUEST_VA);
+    r.rax = 50 << 12;
+    assert_eq!(emulate_gp(&mut s, &mut r), Emulated::Done);
+    assert_eq!(s.vcpu.guest_table, 50 << 12);
+    assert_eq!(s.frame(50).current_type(), crate::mm::frames::PageType::L4);
 }
 
 // ---- xsetbv ----

@@ -99,7 +99,7 @@ impl<M: Machine> Shim<M> {
 
     /// `MMUEXT_NEW_BASEPTR` (Xen's `new_guest_cr3`): validates `mfn` as an L4 if it is not
     /// one already, makes it the kernel table, reloads CR3 (a full flush) and releases the old.
-    fn new_baseptr(&mut self, mfn: u64) -> Result<(), Errno> {
+    pub fn new_baseptr(&mut self, mfn: u64) -> Result<(), Errno> {
         let old = self.vcpu.guest_table >> 12;
         if old == mfn {
             self.load_cr3(self.cr3());
