@@ -106,6 +106,8 @@ pub struct Vcpu {
     pub dr7_emul: u64,
     /// I/O permission bitmap (`PHYSDEVOP_set_iobitmap`): guest address and port count.
     pub iobitmap: (u64, u32),
+    /// The guest's GDT (`set_gdt`, `desc`).
+    pub gdt: crate::desc::GdtState,
     /// The LDT (`MMUEXT_SET_LDT`): guest linear address and entry count.
     pub ldt: (u64, u32),
     /// Emulator state (`emul`).
@@ -134,6 +136,7 @@ impl Vcpu {
             dr: [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400],
             dr7_emul: 0,
             iobitmap: (0, 0),
+            gdt: Default::default(),
             ldt: (0, 0),
             emul: Default::default(),
             time: Default::default(),

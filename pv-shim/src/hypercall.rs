@@ -4,7 +4,7 @@
 use crate::guest::GuestRegs;
 use crate::machine::Machine;
 use crate::shim::{Outcome, Shim};
-use crate::{console, event, misc, mm, sched, time, traps, vcpu_op, version};
+use crate::{console, desc, event, misc, mm, sched, time, traps, vcpu_op, version};
 use xen_abi::hypercall::*;
 use xen_abi::Errno;
 
@@ -56,6 +56,8 @@ impl<M: Machine> Shim<M> {
     fn dispatch(&mut self, nr: u64, a: Args) -> Result<u64, Errno> {
         match nr {
             HYPERVISOR_SET_TRAP_TABLE => traps::set_trap_table(self, a),
+            HYPERVISOR_SET_GDT => desc::set_gdt(self, a),
+            HYPERVISOR_UPDATE_DESCRIPTOR => desc::update_descriptor(self, a),
             HYPERVISOR_STACK_SWITCH => misc::stack_switch(self, a),
             HYPERVISOR_SET_CALLBACKS => traps::set_callbacks(self, a),
             HYPERVISOR_FPU_TASKSWITCH => misc::fpu_taskswitch(self, a),

@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 pub mod console;
+pub mod desc;
 pub mod emul;
 pub mod event;
 pub mod guest;

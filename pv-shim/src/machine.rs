@@ -74,6 +74,13 @@ pub trait Machine {
     fn read_dr(&self, n: u32) -> u64;
     fn wbinvd(&mut self);
 
+    // ---- The guest part of the live GDT (`desc`): entries below FIRST_RESERVED_GDT_ENTRY ----
+    /// Stores `descs` (checked by `desc::check_descriptor`) at GDT entries `first..`; entries
+    /// at or past `FIRST_RESERVED_GDT_ENTRY` are ignored.
+    fn write_gdt(&mut self, first: usize, descs: &[u64]);
+    /// GDT entry `index` as the CPU sees it; 0 past the guest part.
+    fn read_gdt(&self, index: usize) -> u64;
+
     // ---- The frame table (`mm::frames`): one word per machine frame, in shim memory ----
     /// The frame-table word of `mfn`; 0 for a frame beyond the table.
     fn frame_info(&self, mfn: u64) -> u64;

@@ -37,6 +37,8 @@ pub struct MockMachine {
     /// Frame-table words (absent = 0).
     pub frame_table: std::collections::BTreeMap<u64, u64>,
     pub invlpgs: Vec<u64>,
+    /// The guest part of the GDT (`FIRST_RESERVED_GDT_ENTRY` entries).
+    pub gdt: Vec<u64>,
 }
 
 impl MockMachine {
@@ -66,6 +68,7 @@ impl MockMachine {
             user_gs_sel: 0,
             frame_table: Default::default(),
             invlpgs: Vec::new(),
+            gdt: vec![0; xen_abi::xen::FIRST_RESERVED_GDT_ENTRY as usize],
         }
     }
 
@@ -228,6 +231,18 @@ impl Machine for MockMachine {
 
     fn invlpg(&mut self, va: u64) {
         self.invlpgs.push(va);
+    }
+
+    fn write_gdt(&mut self, first: usize, descs: &[u64]) {
+        for (i, &d) in descs.iter().enumerate() {
+            if let Some(e) = first.checked_add(i).and_then(|j| self.gdt.get_mut(j)) {
+                *e = d;
+            }
+        }
+    }
+
+    fn read_gdt(&self, index: usize) -> u64 {
+        self.gdt.get(index).copied().unwrap_or(0)
     }
 
     fn frame_info(&self, mfn: u64) -> u64 {

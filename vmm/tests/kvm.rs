@@ -79,6 +79,10 @@ fn usermode_guest_syscall_reaches_the_callback_and_iret_returns_to_user() -> Res
     expect_contains(&out, "shim: guest syscalls", "--stats")
 }
 
+fn descriptors_guest_installs_its_gdt_and_every_refusal_changes_nothing() -> Result<(), Failed> {
+    run_checks_guest("descriptors", &[]).map(|_| ())
+}
+
 /// `name N` from a `--stats` line such as `    irq_exits                 38`, or the total
 /// `VM exits (KVM counters, vCPU 0): N`.
 fn stat(out: &str, name: &str) -> Option<u64> {
@@ -432,6 +436,10 @@ fn main() {
         Trial::test(
             "usermode_guest_syscall_reaches_the_callback_and_iret_returns_to_user",
             usermode_guest_syscall_reaches_the_callback_and_iret_returns_to_user,
+        ),
+        Trial::test(
+            "descriptors_guest_installs_its_gdt_and_every_refusal_changes_nothing",
+            descriptors_guest_installs_its_gdt_and_every_refusal_changes_nothing,
         ),
         Trial::test(
             "bench_loops_of_hypercalls_and_user_round_trips_cause_no_vm_exit",

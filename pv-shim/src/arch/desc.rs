@@ -1,7 +1,8 @@
 //! The shim's descriptor tables: GDT (Xen's reserved selectors), TSS and IDT.
 //!
-//! The GDT is a 16-page area as in Xen: the guest's own descriptors will live in pages 0..13
-//! (`set_gdt`, later) and Xen's reserved entries start at byte 0xe000 (entry 7168):
+//! The GDT is a 16-page area as in Xen: the guest's own descriptors live in pages 0..13
+//! (copies of its `set_gdt` frames, see `crate::desc`) and Xen's reserved entries start at
+//! byte 0xe000 (entry 7168):
 //!
 //! ```text
 //!  0xe008 hypervisor CS (64-bit, DPL0)   0xe023 FLAT_RING3_CS32   0xe040 TSS (16 bytes)
@@ -149,15 +150,36 @@ pub unsafe fn init() {
     }
 }
 
+/// Stores guest descriptors at GDT entries `first..` (the guest part only; the rest ignored).
+pub fn write_guest_gdt(first: usize, descs: &[u64]) {
+    for (i, &d) in descs.iter().enumerate() {
+        let Some(index) = first.checked_add(i).filter(|&j| j < RESERVED) else { break };
+        // SAFETY: one vCPU, and the shim never runs concurrently with itself; the entry lies
+        // in the guest part, which no shim selector uses. The CPU only reads it on a later
+        // segment load (and may set its accessed bit), so a volatile store is enough.
+        unsafe { core::ptr::addr_of_mut!(GDT.0[index]).write_volatile(d) };
+    }
+}
+
+/// GDT entry `index` of the guest part; 0 past it.
+pub fn read_guest_gdt(index: usize) -> u64 {
+    if index >= RESERVED {
+        return 0;
+    }
+    // SAFETY: a plain read of a GDT entry, never concurrent with a write (one vCPU).
+    unsafe { core::ptr::addr_of!(GDT.0[index]).read_volatile() }
+}
+
 /// True when `sel` names a GDT descriptor that ring 0 can load into a data segment register
-/// for ring 3: present, code/data, data or readable code, DPL 3. (No LDTs exist yet.)
+/// for ring 3: present, code/data, data or readable code, DPL 3. (LDT selectors never are:
+/// the shim does not load the guest's LDT yet.)
 pub fn loadable_ring3_data_selector(sel: u16) -> bool {
     let index = usize::from(sel >> 3);
     if sel & 4 != 0 || index == 0 || index >= GDT_ENTRIES {
         return false;
     }
-    // SAFETY: a plain read of a GDT entry; the GDT is only written at boot (and later by
-    // set_gdt on this same vCPU, never concurrently with this read).
+    // SAFETY: a plain read of a GDT entry; the GDT is only written at boot and by set_gdt and
+    // update_descriptor on this same vCPU, never concurrently with this read.
     let d = unsafe { core::ptr::addr_of!(GDT.0[index]).read_volatile() };
     let present = d & (1 << 47) != 0;
     let code_data = d & (1 << 44) != 0;

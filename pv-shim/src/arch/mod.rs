@@ -331,6 +331,14 @@ impl Machine for ArchMachine {
         unsafe { core::arch::asm!("invlpg [{}]", in(reg) va, options(nostack)) };
     }
 
+    fn write_gdt(&mut self, first: usize, descs: &[u64]) {
+        desc::write_guest_gdt(first, descs);
+    }
+
+    fn read_gdt(&self, index: usize) -> u64 {
+        desc::read_guest_gdt(index)
+    }
+
     fn frame_info(&self, mfn: u64) -> u64 {
         if mfn >= self.frame_table_len {
             return 0;

@@ -5,16 +5,19 @@
 //! 2. no frame that holds a protected type (a page table or descriptor page) is mapped
 //!    writable by any validated L1, and every table entry points at a frame holding the
 //!    table type one level down;
-//! 3. the hypervisor slots of every validated L4 hold the shim's entries.
+//! 3. the hypervisor slots of every validated L4 hold the shim's entries;
+//! 4. every descriptor of a `SegDesc` frame is one `check_descriptor` keeps as it is, the
+//!    vCPU's GDT frames hold that type, and the shim's GDT copy equals them (zero past them).
 
 use super::frames::PageType;
 use super::types::is_hole_slot;
 use super::{_PAGE_PRESENT, _PAGE_RW, PADDR_MASK};
+use crate::desc::check_descriptor;
 use crate::machine::Machine;
 use crate::shim::Shim;
 use std::collections::BTreeMap;
 use std::string::String;
-use xen_abi::xen::HYPERVISOR_L4_FIRST;
+use xen_abi::xen::{FIRST_RESERVED_GDT_ENTRY, HYPERVISOR_L4_FIRST};
 
 #[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
 struct Expected {
@@ -35,6 +38,14 @@ pub fn check_invariants<M: Machine>(s: &Shim<M>, frames: u64) -> Result<(), Stri
         let f = s.frame(mfn);
         if f.pinned() {
             add_table_ref(&mut exp, mfn);
+        }
+        if f.current_type() == PageType::SegDesc {
+            for i in 0..512u64 {
+                let d = s.m.read_u64((mfn << 12) + 8 * i).map_err(|_| format!("read {mfn:#x}"))?;
+                if check_descriptor(d) != Some(d) {
+                    return Err(format!("SegDesc {mfn:#x}[{i}] holds {d:#x}, not a checked descriptor"));
+                }
+            }
         }
         let Some(level) = f.current_type().level() else { continue };
         if f.validating() {
@@ -82,6 +93,28 @@ pub fn check_invariants<M: Machine>(s: &Shim<M>, frames: u64) -> Result<(), Stri
     for base in [s.vcpu.guest_table >> 12, s.vcpu.guest_table_user >> 12] {
         if base != 0 {
             add_table_ref(&mut exp, base);
+        }
+    }
+    for (i, &mfn) in s.vcpu.gdt.live().iter().enumerate() {
+        add_table_ref(&mut exp, mfn);
+        if s.frame(mfn).current_type() != PageType::SegDesc {
+            return Err(format!("GDT frame {mfn:#x} is a {:?}", s.frame(mfn).current_type()));
+        }
+        for j in 0..512usize {
+            let d = s.m.read_u64((mfn << 12) + 8 * j as u64).map_err(|_| format!("read {mfn:#x}"))?;
+            let copy = s.m.read_gdt(i * 512 + j);
+            // The CPU may have set the accessed bit of a code/data descriptor in the copy.
+            if copy != d && copy != d | 1 << 40 {
+                return Err(format!(
+                    "GDT entry {} is {copy:#x}, its frame {mfn:#x} holds {d:#x}",
+                    i * 512 + j
+                ));
+            }
+        }
+    }
+    for j in s.vcpu.gdt.nr_frames * 512..FIRST_RESERVED_GDT_ENTRY as usize {
+        if s.m.read_gdt(j) != 0 {
+            return Err(format!("GDT entry {j} past the guest's frames is {:#x}", s.m.read_gdt(j)));
         }
     }
     for mfn in 0..frames {

@@ -1,5 +1,5 @@
 //! One fuzz case for the PV MMU: arbitrary bytes become a sequence of `mmu_update`,
-//! `mmuext_op` and `update_va_mapping` calls against the mock guest of
+//! `mmuext_op`, `update_va_mapping`, `set_gdt` and `update_descriptor` calls against the mock guest of
 //! [`shim_with_guest`](crate::testutil::shim_with_guest); after every call the invariants of
 //! [`check`](super::check) must hold, and after undoing everything (unpin all, original base
 //! pointers and entries) every count must be back at its baseline. Shared by the libFuzzer
@@ -7,6 +7,7 @@
 
 use super::check::check_invariants;
 use super::ops::{mmu_update, mmuext_op, update_va_mapping};
+use crate::desc::{set_gdt, update_descriptor};
 use crate::hypercall::Args;
 use crate::machine::Machine;
 use crate::shim::Shim;
@@ -86,6 +87,19 @@ pub fn run_case(data: &[u8]) {
                 update_va_mapping(&mut s, Args([va, (target << 12) | flags, 2, 0, 0, 0]))
             }
             13 => ext(&mut s, MMUEXT_CLEAR_PAGE, frame),
+            15 if b(2) & 1 == 0 => {
+                // A GDT of one or two pool frames (any of them, whatever they hold).
+                let two = b(2) & 2 != 0;
+                let frames = [frame, target];
+                let n = if two { 2 } else { 1 };
+                s.copy_to_guest(REQ_VA, frames[..n].as_bytes())
+                    .and_then(|()| set_gdt(&mut s, Args([REQ_VA, 512 * n as u64, 0, 0, 0, 0])))
+            }
+            15 => {
+                // One descriptor built from the input bytes, into any pool frame.
+                let d = u64::from_le_bytes([b(1), b(3), 0xff, 0xff, 0, b(3) | 0x80, b(2), 0]);
+                update_descriptor(&mut s, Args([(frame << 12) + 8 * slot, d, 0, 0, 0, 0]))
+            }
             _ => mmu(&mut s, (frame << 12) | MMU_PT_UPDATE_PRESERVE_AD, (target << 12) | flags),
         };
         check(&s, &format!("step {step} {op:02x?}"));
@@ -105,6 +119,7 @@ pub fn run_case(data: &[u8]) {
         }
         clean &= ext_now(&mut s, MMUEXT_NEW_BASEPTR, 1);
         clean &= ext_now(&mut s, MMUEXT_NEW_USER_BASEPTR, 0);
+        clean &= s.set_gdt(&[], 0).is_ok();
         for (t, orig) in &tables {
             for (i, &e) in orig.iter().enumerate() {
                 if *t == 1 && (256..272).contains(&i) {

@@ -163,8 +163,10 @@ impl<M: Machine> Shim<M> {
     /// Validates `mfn` as a table of type `t` (its type is held, count 1).
     fn validate(&mut self, mfn: u64, t: PageType) -> Result<(), Errno> {
         let Some(level) = t.level() else {
-            // Descriptor pages are validated by the descriptor-table code once it exists.
-            return Err(Errno::EINVAL);
+            return match t {
+                PageType::SegDesc => self.validate_segdesc_page(mfn),
+                _ => Err(Errno::EINVAL),
+            };
         };
         let base = mfn << 12;
         for i in 0..512usize {
