@@ -46,7 +46,7 @@ fn ok(s: &Shim<MockMachine>) {
 }
 
 fn words(s: &Shim<MockMachine>) -> Vec<u64> {
-    (0..s.m.frames()).map(|m| s.m.frame_info(m)).collect()
+    (0..s.m.frames()).map(|m| s.frame(m).canonical()).collect()
 }
 
 fn fill(s: &mut Shim<MockMachine>, mfn: u64, descs: &[u64]) {
