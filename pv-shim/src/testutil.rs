@@ -37,6 +37,9 @@ pub struct MockMachine {
     /// Frame-table words (absent = 0).
     pub frame_table: std::collections::BTreeMap<u64, u64>,
     pub invlpgs: Vec<u64>,
+    /// What the "VMM" answers `HC_RELEASE_FRAMES`; on 0 it zeroes the frames, as
+    /// `MADV_DONTNEED` does.
+    pub release_answer: i64,
 }
 
 impl MockMachine {
@@ -66,6 +69,7 @@ impl MockMachine {
             user_gs_sel: 0,
             frame_table: Default::default(),
             invlpgs: Vec::new(),
+            release_answer: 0,
         }
     }
 
@@ -107,6 +111,20 @@ impl Machine for MockMachine {
 
     fn hostcall(&mut self, nr: u32, args: [u64; 5], data: &[u8]) -> i64 {
         self.hostcalls.push((nr, args, data.to_vec()));
+        if nr == xen_abi::hostcall::HC_RELEASE_FRAMES {
+            if self.release_answer == 0 {
+                for r in data.chunks_exact(16).take(args[0] as usize) {
+                    let first = u64::from_le_bytes(r[..8].try_into().unwrap_or_default());
+                    let n = u64::from_le_bytes(r[8..].try_into().unwrap_or_default());
+                    for mfn in first..first + n {
+                        if let Ok(range) = self.range(mfn << 12, 4096) {
+                            self.mem[range].fill(0);
+                        }
+                    }
+                }
+            }
+            return self.release_answer;
+        }
         0
     }
 
