@@ -109,7 +109,6 @@ impl VcpuRunner<'_, '_> {
                     .take(n)
                     .filter_map(|c| MfnRange::read_from_bytes(c).ok())
                     .collect();
-                self.exits.count("hostcall release_frames");
                 if let Err(e) = crate::memory::release::release_frames(self.mem, self.ram, &ranges) {
                     log::warn!("the shim asked to release frames outside the domain's RAM");
                     ret = -i64::from(e.0);
