@@ -476,5 +476,7 @@ fn memory_map<M: Machine>(s: &mut Shim<M>, arg: u64) -> Result<u64, Errno> {
     Ok(0)
 }
 
+#[cfg(any(test, feature = "testutil"))]
+pub mod fuzz;
 #[cfg(test)]
 mod tests;
