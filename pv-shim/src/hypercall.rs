@@ -65,6 +65,7 @@ impl<M: Machine> Shim<M> {
             HYPERVISOR_GET_DEBUGREG => misc::get_debugreg(self, a),
             HYPERVISOR_MULTICALL => misc::multicall(self, a),
             HYPERVISOR_MMU_UPDATE => mm::ops::mmu_update(self, a),
+            HYPERVISOR_MEMORY_OP => mm::memory_op::memory_op(self, a),
             HYPERVISOR_UPDATE_VA_MAPPING => mm::ops::update_va_mapping(self, a),
             HYPERVISOR_UPDATE_VA_MAPPING_OTHERDOMAIN => mm::ops::update_va_mapping_otherdomain(self, a),
             HYPERVISOR_SET_TIMER_OP => time::set_timer_op(self, a),

@@ -49,6 +49,8 @@ pub struct Shim<M: Machine> {
     pub time: crate::time::DomainTime,
     /// Enabled `VMASST_TYPE_*` bits (`vm_assist`).
     pub vm_assist: u64,
+    /// The domain's memory reservation (`mm::memory_op`).
+    pub mem: crate::mm::memory_op::Reservation,
     /// `SCHEDOP_shutdown_code`: the reason the domain's shutdown will report (Xen's
     /// `d->shutdown_code`; the first one set wins).
     pub shutdown_code: Option<u8>,
@@ -83,6 +85,7 @@ impl<M: Machine> Shim<M> {
             ev,
             time,
             vm_assist: 0,
+            mem: crate::mm::memory_op::Reservation::from_boot(&boot),
             shutdown_code: None,
             hole: [0; 16],
             tlb_stale: false,

@@ -39,6 +39,9 @@ pub struct MockMachine {
     pub invlpgs: Vec<u64>,
     /// The guest part of the GDT (`FIRST_RESERVED_GDT_ENTRY` entries).
     pub gdt: Vec<u64>,
+    /// What the "VMM" answers `HC_RELEASE_FRAMES`; on 0 it zeroes the frames, as
+    /// `MADV_DONTNEED` does.
+    pub release_answer: i64,
 }
 
 impl MockMachine {
@@ -69,6 +72,7 @@ impl MockMachine {
             frame_table: Default::default(),
             invlpgs: Vec::new(),
             gdt: vec![0; xen_abi::xen::FIRST_RESERVED_GDT_ENTRY as usize],
+            release_answer: 0,
         }
     }
 
@@ -110,6 +114,20 @@ impl Machine for MockMachine {
 
     fn hostcall(&mut self, nr: u32, args: [u64; 5], data: &[u8]) -> i64 {
         self.hostcalls.push((nr, args, data.to_vec()));
+        if nr == xen_abi::hostcall::HC_RELEASE_FRAMES {
+            if self.release_answer == 0 {
+                for r in data.chunks_exact(16).take(args[0] as usize) {
+                    let first = u64::from_le_bytes(r[..8].try_into().unwrap_or_default());
+                    let n = u64::from_le_bytes(r[8..].try_into().unwrap_or_default());
+                    for mfn in first..first + n {
+                        if let Ok(range) = self.range(mfn << 12, 4096) {
+                            self.mem[range].fill(0);
+                        }
+                    }
+                }
+            }
+            return self.release_answer;
+        }
         0
     }
 

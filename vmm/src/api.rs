@@ -257,6 +257,7 @@ impl Domain {
                 hostcall_gpa: self.placed.hostcall_gpa[0],
                 backends: &backends,
                 exits: &mut exits,
+                ram: self.placed.ram(),
             }
             .run();
             // If this write failed the thread would never stop and the scope would hang; an

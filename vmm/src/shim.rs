@@ -132,6 +132,11 @@ impl PlacedShim {
         Ok(())
     }
 
+    /// The domain's RAM, as machine frames.
+    pub fn ram(&self) -> &[MfnRange] {
+        &self.boot.ram[..(self.boot.nr_ram_ranges as usize).min(MAX_RAM_RANGES)]
+    }
+
     /// The ports bound with [`Self::bind_host_port`].
     pub fn host_ports(&self) -> &[HostPort] {
         &self.boot.host_ports[..self.boot.nr_host_ports as usize]

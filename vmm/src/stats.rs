@@ -134,6 +134,9 @@ impl fmt::Display for Stats {
                 ("doorbells", s.doorbells),
                 ("ports raised by the host", s.host_raised),
                 ("timer events", s.timer_fired),
+                ("frames released", s.frames_released),
+                ("release hostcalls", s.release_hostcalls),
+                ("frames populated", s.frames_populated),
             ]
             .iter()
             .filter(|(_, n)| *n > 0)

@@ -16,6 +16,8 @@ pub(crate) struct VcpuRunner<'a, 'b> {
     pub hostcall_gpa: u64,
     pub backends: &'a Backends<'b>,
     pub exits: &'a mut ExitCounts,
+    /// The domain's RAM: the only frames `HC_RELEASE_FRAMES` may drop.
+    pub ram: &'a [MfnRange],
 }
 
 impl VcpuRunner<'_, '_> {
@@ -97,6 +99,20 @@ impl VcpuRunner<'_, '_> {
             HC_LOG => {
                 let n = (page.args[0] as usize).min(HOSTCALL_DATA_SIZE);
                 log::info!("shim: {}", String::from_utf8_lossy(&page.data[..n]).trim_end());
+                None
+            }
+            HC_RELEASE_FRAMES => {
+                let n = (page.args[0] as usize).min(RELEASE_RANGES_MAX);
+                let ranges: Vec<MfnRange> = page
+                    .data
+                    .chunks_exact(16)
+                    .take(n)
+                    .filter_map(|c| MfnRange::read_from_bytes(c).ok())
+                    .collect();
+                if let Err(e) = crate::memory::release::release_frames(self.mem, self.ram, &ranges) {
+                    log::warn!("the shim asked to release frames outside the domain's RAM");
+                    ret = -i64::from(e.0);
+                }
                 None
             }
             nr => {

@@ -83,6 +83,15 @@ fn descriptors_guest_installs_its_gdt_and_every_refusal_changes_nothing() -> Res
     run_checks_guest("descriptors", &[]).map(|_| ())
 }
 
+fn memory_guest_balloons_out_and_back_in() -> Result<(), Failed> {
+    let out = run_checks_guest("memory", &[])?;
+    // 4 + 600 + 1 pages given back in three calls; the 600 are two continuation chunks
+    // (512 + 88), each one hostcall because their frames are contiguous.
+    expect_contains(&out, "frames released 605, release hostcalls 4, frames populated 605", "--stats")?;
+    eprintln!("# memory: ballooning 600 pages out took 2 hostcall exits (4 for 605 pages in 3 calls)");
+    Ok(())
+}
+
 /// `name N` from a `--stats` line such as `    irq_exits                 38`, or the total
 /// `VM exits (KVM counters, vCPU 0): N`.
 fn stat(out: &str, name: &str) -> Option<u64> {
@@ -437,6 +446,7 @@ fn main() {
             "usermode_guest_syscall_reaches_the_callback_and_iret_returns_to_user",
             usermode_guest_syscall_reaches_the_callback_and_iret_returns_to_user,
         ),
+        Trial::test("memory_guest_balloons_out_and_back_in", memory_guest_balloons_out_and_back_in),
         Trial::test(
             "descriptors_guest_installs_its_gdt_and_every_refusal_changes_nothing",
             descriptors_guest_installs_its_gdt_and_every_refusal_changes_nothing,

@@ -17,7 +17,7 @@
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Bumped whenever any struct or number in this module changes meaning.
-pub const HOSTCALL_VERSION: u32 = 3;
+pub const HOSTCALL_VERSION: u32 = 4;
 /// `BootInfo::magic`: "XENVMMBI".
 pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"XENVMMBI");
 
@@ -175,6 +175,14 @@ pub const HC_DOMAIN_CRASH: u32 = 3;
 pub const HC_SHIM_PANIC: u32 = 4;
 /// A log line from the shim: `args[0]` = length of the text in `data`.
 pub const HC_LOG: u32 = 5;
+/// The domain gave frames back (`XENMEM_decrease_reservation`): `data` holds `args[0]`
+/// [`MfnRange`]s (at most [`RELEASE_RANGES_MAX`]) of the domain's RAM that nothing maps any
+/// more. The VMM drops its memory behind them (`madvise(MADV_DONTNEED)`). An answer of 0
+/// promises that every frame named reads as zeros from now on; on any other answer the shim
+/// zeroes them itself.
+pub const HC_RELEASE_FRAMES: u32 = 6;
+/// Most ranges one [`HC_RELEASE_FRAMES`] carries.
+pub const RELEASE_RANGES_MAX: usize = HOSTCALL_DATA_SIZE / core::mem::size_of::<MfnRange>();
 
 /// Bytes of payload in a hostcall page.
 pub const HOSTCALL_DATA_SIZE: usize = 4096 - 64;
@@ -278,6 +286,12 @@ pub struct ShimStats {
     pub host_raised: u64,
     /// Ports raised on VIRQ_TIMER.
     pub timer_fired: u64,
+    /// Frames the domain gave back (`XENMEM_decrease_reservation`), and the
+    /// [`HC_RELEASE_FRAMES`] hostcalls that returned them to the host.
+    pub frames_released: u64,
+    pub release_hostcalls: u64,
+    /// Frames handed back to the domain (`XENMEM_populate_physmap`, `_increase_reservation`).
+    pub frames_populated: u64,
 }
 
 /// Index of [`ShimStats::emulated`]: what the shim emulated for the guest.

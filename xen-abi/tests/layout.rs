@@ -23,7 +23,8 @@
 //!
 //! Not in the public 4.17 headers, so not checked here: `xen::START_INFO_MAGIC_X86_64`,
 //! `xen::XEN_MSR_PAT`, `hypercall::NR_HYPERCALLS`, `hypercall::HYPERCALL_STUB_SIZE`,
-//! `memory::MEMOP_CMD_MASK` (Xen-private); `event::EVTCHNOP_RESET_CONT` (`#ifdef __XEN__`);
+//! `memory::MEMOP_CMD_MASK` (Xen-private); `memory::E820_ENTRY_SIZE`, `memory::E820_RAM` (Xen-internal
+//! `e820entry`); `event::EVTCHNOP_RESET_CONT` (`#ifdef __XEN__`);
 //! `elfnote::XEN_ELFNOTE_PHYS32_RELOC`, `version::XENFEAT_RUNSTATE_PHYS_AREA`,
 //! `version::XENFEAT_VCPU_TIME_PHYS_AREA`, `physdev::PHYSDEVOP_PCI_DEVICE_RESET` (newer Xen);
 //! `elfnote::XEN_ELFNOTE_NAME`.
@@ -43,7 +44,10 @@ use xen_abi::event::{
     EvtchnStatus, EvtchnUnmask,
 };
 use xen_abi::io::console::XenconsInterface;
-use xen_abi::memory::{XenMachphysMapping, XenMemoryMap};
+use xen_abi::memory::{
+    XenAddToPhysmap, XenAddToPhysmapBatch, XenMachphysMapping, XenMachphysMfnList, XenMemAcquireResource,
+    XenMemoryMap, XenMemoryReservation, XenPodTarget, XenRemoveFromPhysmap, XenVnumaTopologyInfo,
+};
 use xen_abi::physdev::{
     PhysdevEoi, PhysdevIrqStatusQuery, PhysdevPirqEoiGmfn, PhysdevSetIobitmap, PhysdevSetIopl, XennmiCallback,
 };
@@ -319,6 +323,64 @@ fn layouts() -> Vec<Layout> {
             nr_entries: "nr_entries",
             buffer: "buffer",
         } pad { _pad }),
+        layout!(XenMemoryReservation = "struct xen_memory_reservation" {
+            extent_start: "extent_start",
+            nr_extents: "nr_extents",
+            extent_order: "extent_order",
+            mem_flags: "mem_flags",
+            domid: "domid",
+        } pad { _pad }),
+        layout!(XenMachphysMfnList = "struct xen_machphys_mfn_list" {
+            max_extents: "max_extents",
+            extent_start: "extent_start",
+            nr_extents: "nr_extents",
+        } pad { _pad0, _pad1 }),
+        layout!(XenAddToPhysmap = "struct xen_add_to_physmap" {
+            domid: "domid",
+            size: "size",
+            space: "space",
+            idx: "idx",
+            gpfn: "gpfn",
+        }),
+        layout!(XenAddToPhysmapBatch = "struct xen_add_to_physmap_batch" {
+            domid: "domid",
+            space: "space",
+            size: "size",
+            u: "u.foreign_domid" | "u.res0",
+            idxs: "idxs",
+            gpfns: "gpfns",
+            errs: "errs",
+        }),
+        layout!(XenRemoveFromPhysmap = "struct xen_remove_from_physmap" {
+            domid: "domid",
+            gpfn: "gpfn",
+        } pad { _pad }),
+        layout!(XenPodTarget = "struct xen_pod_target" {
+            target_pages: "target_pages",
+            tot_pages: "tot_pages",
+            pod_cache_pages: "pod_cache_pages",
+            pod_entries: "pod_entries",
+            domid: "domid",
+        } pad { _pad }),
+        layout!(XenMemAcquireResource = "struct xen_mem_acquire_resource" {
+            domid: "domid",
+            type_: "type",
+            id: "id",
+            nr_frames: "nr_frames",
+            pad: "pad",
+            frame: "frame",
+            frame_list: "frame_list",
+        }),
+        layout!(XenVnumaTopologyInfo = "struct xen_vnuma_topology_info" {
+            domid: "domid",
+            pad: "pad",
+            nr_vnodes: "nr_vnodes",
+            nr_vcpus: "nr_vcpus",
+            nr_vmemranges: "nr_vmemranges",
+            vdistance: "vdistance.h" | "vdistance.pad",
+            vcpu_to_vnode: "vcpu_to_vnode.h" | "vcpu_to_vnode.pad",
+            vmemrange: "vmemrange.h" | "vmemrange.pad",
+        }),
         layout!(VcpuRunstateInfo = "struct vcpu_runstate_info" {
             state: "state",
             state_entry_time: "state_entry_time",
@@ -796,6 +858,15 @@ fn constants() -> Vec<Const> {
         "XENMEM_machphys_compat_mfn_list" => memory::XENMEM_MACHPHYS_COMPAT_MFN_LIST,
         "XENMEM_get_vnumainfo" => memory::XENMEM_GET_VNUMAINFO,
         "XENMEM_acquire_resource" => memory::XENMEM_ACQUIRE_RESOURCE,
+        "XENMEMF_populate_on_demand" => memory::XENMEMF_POPULATE_ON_DEMAND,
+        "XENMEMF_exact_node_request" => memory::XENMEMF_EXACT_NODE_REQUEST,
+        "XENMEMF_vnode" => memory::XENMEMF_VNODE,
+        "XENMAPSPACE_shared_info" => memory::XENMAPSPACE_SHARED_INFO,
+        "XENMAPSPACE_grant_table" => memory::XENMAPSPACE_GRANT_TABLE,
+        "XENMAPSPACE_gmfn" => memory::XENMAPSPACE_GMFN,
+        "XENMAPSPACE_gmfn_range" => memory::XENMAPSPACE_GMFN_RANGE,
+        "XENMAPSPACE_gmfn_foreign" => memory::XENMAPSPACE_GMFN_FOREIGN,
+        "XENMAPSPACE_dev_mmio" => memory::XENMAPSPACE_DEV_MMIO,
 
         // ---- vcpu.rs ----
         "VCPUOP_initialise" => vcpu::VCPUOP_INITIALISE,

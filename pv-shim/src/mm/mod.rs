@@ -12,6 +12,7 @@ pub mod check;
 pub mod frames;
 #[cfg(any(test, feature = "testutil"))]
 pub mod fuzz;
+pub mod memory_op;
 pub mod ops;
 pub mod types;
 

@@ -14,6 +14,8 @@
 
 pub mod atomic;
 pub mod p2m;
+#[allow(unsafe_code)]
+pub mod release;
 
 use p2m::P2m;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
