@@ -14,7 +14,8 @@ use xenvmm_test_guests::shared::{map_shared_info, mfn_of, update_va_mapping, Sha
 use xenvmm_test_guests::start_info::{cmd_line, cmdline_param};
 use xenvmm_test_guests::time::rdtsc;
 use xenvmm_test_guests::user::mmuext1;
-use xenvmm_test_guests::xen_abi::hypercall::HYPERVISOR_MMU_UPDATE;
+use xenvmm_test_guests::xen_abi::hypercall::{HYPERVISOR_MEMORY_OP, HYPERVISOR_MMU_UPDATE};
+use xenvmm_test_guests::xen_abi::memory::{XenMachphysMfnList, XENMEM_MACHPHYS_MFN_LIST};
 use xenvmm_test_guests::xen_abi::xen::*;
 use xenvmm_test_guests::xen_abi::Errno;
 use xenvmm_test_guests::{println, sched, xen_guest, Checks};
@@ -172,6 +173,37 @@ fn guest_main(si: &'static StartInfo) -> ! {
         neg(Errno::EINVAL),
     );
     unchanged(&mut c, "... and the victim mapping is unchanged (shim memory)");
+    // The M2P: its first frame, from XENMEM_machphys_mfn_list.
+    let mut m2p_mfn = 0u64;
+    let mut list = XenMachphysMfnList {
+        max_extents: 1,
+        extent_start: addr_of_mut!(m2p_mfn) as u64,
+        ..Default::default()
+    };
+    // SAFETY: the argument and its one-entry list are our own memory.
+    let rc = unsafe {
+        hypercall6(HYPERVISOR_MEMORY_OP, XENMEM_MACHPHYS_MFN_LIST, addr_of_mut!(list) as u64, 0, 0, 0, 0)
+    };
+    c.eq("machphys_mfn_list names the M2P's first frame", (rc, list.nr_extents), (0, 1));
+    c.eq(
+        "a writable mapping of the M2P is -EINVAL",
+        update_va_mapping(page_va(victim), (m2p_mfn << 12) | PAGE_RW, UVMF_INVLPG),
+        neg(Errno::EINVAL),
+    );
+    unchanged(&mut c, "... and the victim mapping is unchanged (M2P writable)");
+    c.eq(
+        "a read-only mapping of the M2P is allowed",
+        update_va_mapping(page_va(victim + 1), (m2p_mfn << 12) | PAGE_RO, UVMF_INVLPG),
+        0,
+    );
+    let same =
+        (0..512).all(|k| read_word(page_va(victim + 1) + 8 * k) == read_word(MACH2PHYS_VIRT_START + 8 * k));
+    c.check(
+        "... and shows the M2P's first 512 entries",
+        same,
+        format_args!("differs from MACH2PHYS_VIRT_START"),
+    );
+    c.eq("map the page back", remap(si, victim + 1, PAGE_RW), 0);
     c.eq(
         "an out-of-range MFN is -EINVAL",
         update_va_mapping(page_va(victim), (0xff_ffff_f000 & PADDR) | PAGE_RO, UVMF_INVLPG),
