@@ -13,6 +13,7 @@ pub mod frames;
 #[cfg(any(test, feature = "testutil"))]
 pub mod fuzz;
 pub mod ops;
+pub mod ptwr;
 pub mod types;
 
 use crate::machine::Machine;
