@@ -117,6 +117,15 @@ fn bench_loops_of_hypercalls_and_user_round_trips_cause_no_vm_exit() -> Result<(
     Ok(())
 }
 
+fn ptwr_guest_direct_pte_writes_are_emulated_or_refused() -> Result<(), Failed> {
+    let out = run_checks_guest("ptwr", &[])?;
+    expect_contains(&out, "pte write", "--stats")?;
+    for l in out.lines().filter(|l| l.starts_with("# ptwr:")) {
+        eprintln!("{l}");
+    }
+    Ok(())
+}
+
 fn hello_guest_prints_and_powers_off() -> Result<(), Failed> {
     let out = xenvmm(&["--kernel", guests::HELLO, "--stats"]);
     expect_code(&out, 0)?;
@@ -409,6 +418,10 @@ fn main() {
         Trial::test(
             "bench_loops_of_hypercalls_and_user_round_trips_cause_no_vm_exit",
             bench_loops_of_hypercalls_and_user_round_trips_cause_no_vm_exit,
+        ),
+        Trial::test(
+            "ptwr_guest_direct_pte_writes_are_emulated_or_refused",
+            ptwr_guest_direct_pte_writes_are_emulated_or_refused,
         ),
         Trial::test(
             "console_ring_streams_64k_with_no_userspace_exit_per_notification",
