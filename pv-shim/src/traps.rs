@@ -321,6 +321,11 @@ impl<M: Machine> Shim<M> {
                 e => self.emulated(regs, e),
             },
             13 => self.general_protection(regs),
+            // A direct write to a read-only L1 table (writable page tables), else the guest's.
+            14 => match self.ptwr_page_fault(regs, cr2) {
+                Some(e) => self.emulated(regs, e),
+                None => self.inject_exception(regs, 14, Some(ec), cr2),
+            },
             // #MC and #DF cannot be the guest's business.
             8 | 18 => self.crash_domain(
                 regs,

@@ -157,6 +157,15 @@ fn mmu_guest_refusals_change_nothing_and_page_table_work_stays_in_the_vm() -> Re
     Ok(())
 }
 
+fn ptwr_guest_direct_pte_writes_are_emulated_or_refused() -> Result<(), Failed> {
+    let out = run_checks_guest("ptwr", &[])?;
+    expect_contains(&out, "pte write", "--stats")?;
+    for l in out.lines().filter(|l| l.starts_with("# ptwr:")) {
+        eprintln!("{l}");
+    }
+    Ok(())
+}
+
 fn hello_guest_prints_and_powers_off() -> Result<(), Failed> {
     let out = xenvmm(&["--kernel", guests::HELLO, "--stats"]);
     expect_code(&out, 0)?;
@@ -458,6 +467,10 @@ fn main() {
         Trial::test(
             "mmu_guest_refusals_change_nothing_and_page_table_work_stays_in_the_vm",
             mmu_guest_refusals_change_nothing_and_page_table_work_stays_in_the_vm,
+        ),
+        Trial::test(
+            "ptwr_guest_direct_pte_writes_are_emulated_or_refused",
+            ptwr_guest_direct_pte_writes_are_emulated_or_refused,
         ),
         Trial::test(
             "console_ring_streams_64k_with_no_userspace_exit_per_notification",

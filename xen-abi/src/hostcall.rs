@@ -270,7 +270,8 @@ pub struct ShimStats {
     pub bounced: [u64; 32],
     /// Hostcalls made (each one is a VM exit to the VMM).
     pub hostcalls: u64,
-    /// Instructions emulated behind #GP/#UD, by [`EmulKind`] index.
+    /// Instructions emulated behind #GP/#UD (and direct page-table writes behind #PF), by
+    /// [`EmulKind`] index.
     pub emulated: [u64; 16],
     /// Event upcalls delivered to the guest's event callback.
     pub upcalls: u64,
@@ -309,10 +310,12 @@ pub enum EmulKind {
     Clts = 8,
     Rdtsc = 9,
     Other = 10,
+    /// A direct write to a page-table entry (writable page tables, a #PF).
+    PtWrite = 11,
 }
 
 impl EmulKind {
-    pub const NAMES: [&'static str; 11] = [
+    pub const NAMES: [&'static str; 12] = [
         "forced cpuid",
         "rdmsr",
         "wrmsr",
@@ -324,6 +327,7 @@ impl EmulKind {
         "clts",
         "rdtsc",
         "other",
+        "pte write",
     ];
 }
 

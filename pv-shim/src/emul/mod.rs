@@ -201,7 +201,7 @@ pub fn guest_cpuid<M: Machine>(s: &Shim<M>, leaf: u32, sub: u32, enlightened: bo
 
 /// Xen's `pv_emul_instruction_done`: advance rip, clear RF, and raise the single-step #DB a
 /// guest running with TF expects after the instruction.
-fn instruction_done<M: Machine>(s: &mut Shim<M>, regs: &mut GuestRegs, len: u64) -> Emulated {
+pub(crate) fn instruction_done<M: Machine>(s: &mut Shim<M>, regs: &mut GuestRegs, len: u64) -> Emulated {
     regs.rip = regs.rip.wrapping_add(len);
     regs.rflags &= !X86_EFLAGS_RF;
     if regs.rflags & X86_EFLAGS_TF != 0 {
@@ -297,7 +297,7 @@ fn rdtsc<M: Machine>(s: &mut Shim<M>, regs: &mut GuestRegs, rdtscp: bool, len: u
 }
 
 /// General-purpose register `n` (0 = rax .. 15 = r15, the ModRM/REX numbering).
-fn gpr(regs: &GuestRegs, n: u8) -> u64 {
+pub(crate) fn gpr(regs: &GuestRegs, n: u8) -> u64 {
     match n & 15 {
         0 => regs.rax,
         1 => regs.rcx,
@@ -318,7 +318,7 @@ fn gpr(regs: &GuestRegs, n: u8) -> u64 {
     }
 }
 
-fn set_gpr(regs: &mut GuestRegs, n: u8, v: u64) {
+pub(crate) fn set_gpr(regs: &mut GuestRegs, n: u8, v: u64) {
     let r = match n & 15 {
         0 => &mut regs.rax,
         1 => &mut regs.rcx,

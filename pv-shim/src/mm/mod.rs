@@ -14,6 +14,7 @@ pub mod frames;
 pub mod fuzz;
 pub mod memory_op;
 pub mod ops;
+pub mod ptwr;
 pub mod types;
 
 use crate::machine::Machine;
