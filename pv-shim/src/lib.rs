@@ -11,6 +11,7 @@
 pub mod console;
 pub mod emul;
 pub mod event;
+pub mod grant;
 pub mod guest;
 pub mod hypercall;
 pub mod machine;
