@@ -25,6 +25,8 @@
 //! the hypercall returns 0; an unreadable argument is `-EFAULT`, a bad count `-EINVAL`.
 
 mod copy;
+#[cfg(any(test, feature = "testutil"))]
+pub mod fuzz;
 #[cfg(test)]
 mod tests;
 
