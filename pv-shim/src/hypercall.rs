@@ -4,7 +4,7 @@
 use crate::guest::GuestRegs;
 use crate::machine::Machine;
 use crate::shim::{Outcome, Shim};
-use crate::{console, desc, event, misc, mm, sched, time, traps, vcpu_op, version};
+use crate::{console, desc, event, grant, misc, mm, sched, time, traps, vcpu_op, version};
 use xen_abi::hypercall::*;
 use xen_abi::Errno;
 
@@ -80,6 +80,7 @@ impl<M: Machine> Shim<M> {
             HYPERVISOR_CALLBACK_OP => traps::callback_op(self, a),
             HYPERVISOR_EVENT_CHANNEL_OP => event::event_channel_op(self, a),
             HYPERVISOR_PHYSDEV_OP => misc::physdev_op(self, a),
+            HYPERVISOR_GRANT_TABLE_OP => grant::grant_table_op(self, a),
             _ => Err(Errno::ENOSYS),
         }
     }

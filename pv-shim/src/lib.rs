@@ -12,6 +12,7 @@ pub mod console;
 pub mod desc;
 pub mod emul;
 pub mod event;
+pub mod grant;
 pub mod guest;
 pub mod hypercall;
 pub mod machine;

@@ -47,6 +47,8 @@ pub struct Shim<M: Machine> {
     pub ev: crate::event::EventChannels,
     /// Domain-wide time (`time`).
     pub time: crate::time::DomainTime,
+    /// The grant table (`grant`).
+    pub gnttab: crate::grant::GrantTable,
     /// Enabled `VMASST_TYPE_*` bits (`vm_assist`).
     pub vm_assist: u64,
     /// The domain's memory reservation (`mm::memory_op`).
@@ -77,6 +79,7 @@ impl<M: Machine> Shim<M> {
         let vcpu = Vcpu::new(0, boot.guest_l4_mfn << 12, boot.shared_info_mfn << 12);
         let ev = crate::event::EventChannels::new(&boot);
         let time = crate::time::DomainTime::new(&boot);
+        let gnttab = crate::grant::GrantTable::new(&boot);
         Ok(Shim {
             m,
             boot,
@@ -84,6 +87,7 @@ impl<M: Machine> Shim<M> {
             vcpu,
             ev,
             time,
+            gnttab,
             vm_assist: 0,
             mem: crate::mm::memory_op::Reservation::from_boot(&boot),
             shutdown_code: None,

@@ -298,6 +298,12 @@ pub const GUEST_FIRST_DATA_MFN: u64 = 16;
 /// A shim over a 64-frame mock whose guest maps `GUEST_VA + i*4K` to frame 16 + i (i < 32),
 /// writable, with page tables in frames 1..=4; page 31 is mapped read-only.
 pub fn shim_with_guest() -> crate::shim::Shim<MockMachine> {
+    shim_with_guest_boot(|_| {})
+}
+
+/// [`shim_with_guest`] with the boot information edited by `edit` first (e.g. to carve
+/// non-RAM frames out of the mock).
+pub fn shim_with_guest_boot(edit: impl FnOnce(&mut BootInfo)) -> crate::shim::Shim<MockMachine> {
     let mut m = MockMachine::new(64);
     let va = GUEST_VA;
     let idx = |v: u64, l: u32| crate::mm::table_index(v, l) as u64;
@@ -310,6 +316,7 @@ pub fn shim_with_guest() -> crate::shim::Shim<MockMachine> {
     }
     let mut b = boot_info(64);
     b.guest_l4_mfn = 1;
+    edit(&mut b);
     let mut s = crate::shim::Shim::new(m, b).unwrap();
     s.boot_domain(&[0; 16]).unwrap();
     s

@@ -83,10 +83,14 @@ impl ShimImage {
 }
 
 /// Frames of shim data allocated before the image: boot info, hostcall pages, stats,
-/// shared_info, the event mailbox.
+/// shared_info, the event mailbox, the grant table.
 pub fn fixed_frames(nr_vcpus: u32) -> u64 {
-    4 + u64::from(nr_vcpus)
+    4 + u64::from(nr_vcpus) + MAX_GRANT_FRAMES
 }
+
+/// Grant-table frames of the domain: Xen's default `gnttab_max_frames` (64, i.e. 32768 v1
+/// entries), which libxl gives a domU that does not ask for another limit.
+pub const MAX_GRANT_FRAMES: u64 = 64;
 
 /// The domain id the guest runs as (domain 0 is the VMM).
 pub const GUEST_DOMID: u16 = 1;
@@ -105,6 +109,8 @@ pub struct PlacedShim {
     pub stats_gpa: u64,
     pub shared_info_mfn: u64,
     pub mailbox_gpa: u64,
+    /// The domain's grant-table frames (host backends read grants there).
+    pub grant_frames: MfnRange,
     boot: BootInfo,
 }
 
@@ -218,7 +224,13 @@ pub fn place(
     let shared_info = alloc.alloc(1).first_mfn;
     let mailbox = alloc.alloc(1).first_mfn;
     mem.write_slice(&[0u8; 4096], GuestAddress(mailbox << 12))?;
-    debug_assert_eq!(fixed_frames(nr_vcpus), 4 + hostcall.nr_frames);
+    // The grant table, all of its possible frames: zeroed, so every entry is GTF_invalid.
+    let grant_frames = alloc.alloc(MAX_GRANT_FRAMES);
+    mem.write_slice(
+        &vec![0u8; (MAX_GRANT_FRAMES * PAGE_SIZE) as usize],
+        GuestAddress(grant_frames.first_mfn << 12),
+    )?;
+    debug_assert_eq!(fixed_frames(nr_vcpus), 4 + hostcall.nr_frames + grant_frames.nr_frames);
 
     // shared_info starts zeroed with every vCPU's events masked (libxc shared_info_x86_64).
     let mut si = SharedInfo::new_zeroed();
@@ -292,6 +304,7 @@ pub fn place(
     }
     boot.stats_mfn = stats;
     boot.mailbox_mfn = mailbox;
+    boot.grant_frames = grant_frames;
     boot.domid = GUEST_DOMID;
     boot.lapic_timer_hz = LAPIC_TIMER_HZ;
     boot.shim_free = alloc.remaining();
@@ -304,6 +317,7 @@ pub fn place(
         stats_gpa: stats << 12,
         shared_info_mfn: shared_info,
         mailbox_gpa: mailbox << 12,
+        grant_frames,
         boot,
     })
 }
@@ -343,6 +357,31 @@ mod tests {
         let b = <BootInfo as zerocopy::FromBytes>::read_from_bytes(&raw).unwrap();
         assert_eq!(b.nr_host_ports as usize, MAX_HOST_PORTS);
         assert_eq!(b.host_ports[0], HostPort { port: 2, remote_port: 7 });
+    }
+
+    #[test]
+    fn grant_frames_are_zeroed_outside_ram_and_in_boot_info() {
+        let img = ShimImage::parse(SHIM_ELF).unwrap();
+        let layout = Layout::plan(64 << 20, img.frames(), fixed_frames(1)).unwrap();
+        let mem = layout.create_memory().unwrap();
+        // Dirty the shim region first: placement must zero the grant frames itself.
+        let r = layout.shim_region;
+        mem.write_slice(&vec![0xa5u8; (r.nr_frames * PAGE_SIZE) as usize], GuestAddress(r.first_mfn << 12))
+            .unwrap();
+        let placed = place(&mem, &layout, &img, &mut layout.shim_frames(), 1).unwrap();
+        let g = placed.grant_frames;
+        assert_eq!(g, placed.boot.grant_frames);
+        assert_eq!(g.nr_frames, MAX_GRANT_FRAMES);
+        let m2p0 = placed.boot.m2p.first_mfn << 12;
+        for mfn in g.first_mfn..g.first_mfn + g.nr_frames {
+            assert!(r.contains(mfn), "grant frame {mfn:#x} in the shim region");
+            assert!(!layout.p2m.ranges().iter().any(|ram| ram.contains(mfn)), "not RAM");
+            let v: u64 = mem.read_obj(GuestAddress(m2p0 + 8 * mfn)).unwrap();
+            assert_eq!(v, u64::MAX, "no PFN for grant frame {mfn:#x}");
+            let mut page = vec![1u8; PAGE_SIZE as usize];
+            mem.read_slice(&mut page, GuestAddress(mfn << 12)).unwrap();
+            assert!(page.iter().all(|&b| b == 0), "grant frame {mfn:#x} zeroed");
+        }
     }
 
     #[test]

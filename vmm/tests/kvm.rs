@@ -408,6 +408,10 @@ fn timer_guest_passes_every_time_and_timer_check() -> Result<(), Failed> {
     expect_all_checks_pass(&out, "timer", 0)
 }
 
+fn grants_guest_sets_up_maps_and_uses_its_grant_table() -> Result<(), Failed> {
+    run_checks_guest("grants", &[]).map(|_| ())
+}
+
 fn main() {
     let args = Arguments::from_args();
     if !hw_kvm() && std::env::var_os("XENVMM_NESTED").is_none() {
@@ -475,6 +479,10 @@ fn main() {
         Trial::test(
             "console_ring_streams_64k_with_no_userspace_exit_per_notification",
             console_ring_streams_64k_with_no_userspace_exit_per_notification,
+        ),
+        Trial::test(
+            "grants_guest_sets_up_maps_and_uses_its_grant_table",
+            grants_guest_sets_up_maps_and_uses_its_grant_table,
         ),
     ];
     libtest_mimic::run(&args, tests).exit();

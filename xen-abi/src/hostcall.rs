@@ -161,6 +161,9 @@ pub struct BootInfo {
     /// `EVTCHNOP_bind_interdomain` to them (`nr_host_unbound` valid entries).
     pub nr_host_unbound: u32,
     pub host_unbound: [u32; MAX_HOST_PORTS],
+    /// The domain's grant-table frames (Xen's `max_grant_frames`, zeroed by the VMM): outside
+    /// its RAM, guest-mappable once `GNTTABOP_setup_table` has handed them out.
+    pub grant_frames: MfnRange,
 }
 
 // ---- Hostcalls ----

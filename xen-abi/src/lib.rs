@@ -12,6 +12,7 @@ pub mod console;
 pub mod elfnote;
 pub mod errno;
 pub mod event;
+pub mod grant_table;
 pub mod hostcall;
 pub mod hypercall;
 pub mod io;

@@ -43,6 +43,11 @@ use xen_abi::event::{
     EvtchnClose, EvtchnExpandArray, EvtchnInitControl, EvtchnReset, EvtchnSend, EvtchnSetPriority,
     EvtchnStatus, EvtchnUnmask,
 };
+use xen_abi::grant_table::{
+    GnttabCacheFlush, GnttabCopy, GnttabCopyPtr, GnttabGetStatusFrames, GnttabGetVersion, GnttabMapGrantRef,
+    GnttabQuerySize, GnttabSetVersion, GnttabSetupTable, GnttabSwapGrantRef, GnttabTransfer,
+    GnttabUnmapAndReplace, GnttabUnmapGrantRef, GrantEntryV1,
+};
 use xen_abi::io::console::XenconsInterface;
 use xen_abi::memory::{
     XenAddToPhysmap, XenAddToPhysmapBatch, XenMachphysMapping, XenMachphysMfnList, XenMemAcquireResource,
@@ -62,7 +67,9 @@ use xen_abi::xen::{
     TrapInfo, VcpuInfo, VcpuTimeInfo,
 };
 use xen_abi::Errno;
-use xen_abi::{callback, console, elfnote, event, hypercall, memory, physdev, sched, vcpu, version, xen};
+use xen_abi::{
+    callback, console, elfnote, event, grant_table, hypercall, memory, physdev, sched, vcpu, version, xen,
+};
 
 const SETUP_HINT: &str = "install libxen-dev: run scripts/setup";
 
@@ -81,6 +88,7 @@ const HEADERS: &[&str] = &[
     "xen/memory.h",
     "xen/event_channel.h",
     "xen/physdev.h",
+    "xen/grant_table.h",
     "xen/nmi.h",
     "xen/elfnote.h",
     "xen/errno.h",
@@ -120,12 +128,19 @@ const MIRRORED_FAMILIES: &[&str] = &[
     "PHYSDEVOP_",
     "XENIRQSTAT_",
     "XENNMI_",
+    "GNTTABOP_",
+    "GTF_",
+    "GNTST_",
+    "GNTMAP_",
+    "GNTCOPY_",
+    "GNTTAB_",
 ];
 
 /// Members of a mirrored family that xen-abi deliberately leaves out, by prefix.
 const NOT_MIRRORED: &[(&str, &str)] = &[
     ("XENMEM_resource_", "XENMEM_acquire_resource types: toolstack/device-model only"),
     ("PHYSDEVOP_DBGP_", "PHYSDEVOP_dbgp_op arguments: hardware domain only"),
+    ("GNTTABOP_error_msgs", "a table of message strings, not a number"),
 ];
 
 struct Field {
@@ -502,6 +517,88 @@ fn layouts() -> Vec<Layout> {
         layout!(XennmiCallback = "struct xennmi_callback" {
             handler_address: "handler_address",
             pad: "pad",
+        }),
+        layout!(GrantEntryV1 = "struct grant_entry_v1" {
+            flags: "flags",
+            domid: "domid",
+            frame: "frame",
+        }),
+        layout!(GnttabMapGrantRef = "struct gnttab_map_grant_ref" {
+            host_addr: "host_addr",
+            flags: "flags",
+            r#ref: "ref",
+            dom: "dom",
+            status: "status",
+            handle: "handle",
+            dev_bus_addr: "dev_bus_addr",
+        }),
+        layout!(GnttabUnmapGrantRef = "struct gnttab_unmap_grant_ref" {
+            host_addr: "host_addr",
+            dev_bus_addr: "dev_bus_addr",
+            handle: "handle",
+            status: "status",
+        } pad { _pad }),
+        // `frame_list` is a guest handle: a struct holding one pointer.
+        layout!(GnttabSetupTable = "struct gnttab_setup_table" {
+            dom: "dom",
+            nr_frames: "nr_frames",
+            status: "status",
+            frame_list: "frame_list",
+        } pad { _pad0, _pad1 }),
+        layout!(GnttabTransfer = "struct gnttab_transfer" {
+            mfn: "mfn",
+            domid: "domid",
+            r#ref: "ref",
+            status: "status",
+        } pad { _pad0, _pad1 }),
+        layout!(GnttabCopyPtr = "struct gnttab_copy_ptr" {
+            u: "u" | "u.gmfn",
+            domid: "domid",
+            offset: "offset",
+        } pad { _pad }),
+        layout!(GnttabCopy = "struct gnttab_copy" {
+            source: "source",
+            dest: "dest",
+            len: "len",
+            flags: "flags",
+            status: "status",
+        } pad { _pad }),
+        layout!(GnttabQuerySize = "struct gnttab_query_size" {
+            dom: "dom",
+            nr_frames: "nr_frames",
+            max_nr_frames: "max_nr_frames",
+            status: "status",
+        } pad { _pad0, _pad1 }),
+        layout!(GnttabUnmapAndReplace = "struct gnttab_unmap_and_replace" {
+            host_addr: "host_addr",
+            new_addr: "new_addr",
+            handle: "handle",
+            status: "status",
+        } pad { _pad }),
+        layout!(GnttabSetVersion = "struct gnttab_set_version" {
+            version: "version",
+        }),
+        layout!(GnttabGetStatusFrames = "struct gnttab_get_status_frames" {
+            nr_frames: "nr_frames",
+            dom: "dom",
+            status: "status",
+            frame_list: "frame_list",
+        }),
+        layout!(GnttabGetVersion = "struct gnttab_get_version" {
+            dom: "dom",
+            pad: "pad",
+            version: "version",
+        }),
+        layout!(GnttabSwapGrantRef = "struct gnttab_swap_grant_ref" {
+            ref_a: "ref_a",
+            ref_b: "ref_b",
+            status: "status",
+        } pad { _pad }),
+        layout!(GnttabCacheFlush = "struct gnttab_cache_flush" {
+            a: "a" | "a.dev_bus_addr",
+            offset: "offset",
+            length: "length",
+            op: "op",
         }),
         layout!(XenconsInterface = "struct xencons_interface" {
             r#in: "in",
@@ -925,6 +1022,64 @@ fn constants() -> Vec<Const> {
         "XENIRQSTAT_shared" => physdev::XENIRQSTAT_SHARED,
         "XENNMI_register_callback" => physdev::XENNMI_REGISTER_CALLBACK,
         "XENNMI_unregister_callback" => physdev::XENNMI_UNREGISTER_CALLBACK,
+
+        // ---- grant_table.rs (grant_table.h) ----
+        "GNTTABOP_map_grant_ref" => grant_table::GNTTABOP_MAP_GRANT_REF,
+        "GNTTABOP_unmap_grant_ref" => grant_table::GNTTABOP_UNMAP_GRANT_REF,
+        "GNTTABOP_setup_table" => grant_table::GNTTABOP_SETUP_TABLE,
+        "GNTTABOP_dump_table" => grant_table::GNTTABOP_DUMP_TABLE,
+        "GNTTABOP_transfer" => grant_table::GNTTABOP_TRANSFER,
+        "GNTTABOP_copy" => grant_table::GNTTABOP_COPY,
+        "GNTTABOP_query_size" => grant_table::GNTTABOP_QUERY_SIZE,
+        "GNTTABOP_unmap_and_replace" => grant_table::GNTTABOP_UNMAP_AND_REPLACE,
+        "GNTTABOP_set_version" => grant_table::GNTTABOP_SET_VERSION,
+        "GNTTABOP_get_status_frames" => grant_table::GNTTABOP_GET_STATUS_FRAMES,
+        "GNTTABOP_get_version" => grant_table::GNTTABOP_GET_VERSION,
+        "GNTTABOP_swap_grant_ref" => grant_table::GNTTABOP_SWAP_GRANT_REF,
+        "GNTTABOP_cache_flush" => grant_table::GNTTABOP_CACHE_FLUSH,
+        "GTF_invalid" => grant_table::GTF_INVALID,
+        "GTF_permit_access" => grant_table::GTF_PERMIT_ACCESS,
+        "GTF_accept_transfer" => grant_table::GTF_ACCEPT_TRANSFER,
+        "GTF_transitive" => grant_table::GTF_TRANSITIVE,
+        "GTF_type_mask" => grant_table::GTF_TYPE_MASK,
+        "GTF_readonly" => grant_table::GTF_READONLY,
+        "GTF_reading" => grant_table::GTF_READING,
+        "GTF_writing" => grant_table::GTF_WRITING,
+        "GTF_PWT" => grant_table::GTF_PWT,
+        "GTF_PCD" => grant_table::GTF_PCD,
+        "GTF_PAT" => grant_table::GTF_PAT,
+        "GTF_sub_page" => grant_table::GTF_SUB_PAGE,
+        "GTF_transfer_committed" => grant_table::GTF_TRANSFER_COMMITTED,
+        "GTF_transfer_completed" => grant_table::GTF_TRANSFER_COMPLETED,
+        "GNTTAB_NR_RESERVED_ENTRIES" => grant_table::GNTTAB_NR_RESERVED_ENTRIES,
+        "GNTTAB_RESERVED_CONSOLE" => grant_table::GNTTAB_RESERVED_CONSOLE,
+        "GNTTAB_RESERVED_XENSTORE" => grant_table::GNTTAB_RESERVED_XENSTORE,
+        "GNTTAB_CACHE_CLEAN" => grant_table::GNTTAB_CACHE_CLEAN,
+        "GNTTAB_CACHE_INVAL" => grant_table::GNTTAB_CACHE_INVAL,
+        "GNTTAB_CACHE_SOURCE_GREF" => grant_table::GNTTAB_CACHE_SOURCE_GREF,
+        "GNTMAP_device_map" => grant_table::GNTMAP_DEVICE_MAP,
+        "GNTMAP_host_map" => grant_table::GNTMAP_HOST_MAP,
+        "GNTMAP_readonly" => grant_table::GNTMAP_READONLY,
+        "GNTMAP_application_map" => grant_table::GNTMAP_APPLICATION_MAP,
+        "GNTMAP_contains_pte" => grant_table::GNTMAP_CONTAINS_PTE,
+        "GNTMAP_guest_avail_mask" => grant_table::GNTMAP_GUEST_AVAIL_MASK,
+        "GNTCOPY_source_gref" => grant_table::GNTCOPY_SOURCE_GREF,
+        "GNTCOPY_dest_gref" => grant_table::GNTCOPY_DEST_GREF,
+        "GNTST_okay" => grant_table::GNTST_OKAY,
+        "GNTST_general_error" => grant_table::GNTST_GENERAL_ERROR,
+        "GNTST_bad_domain" => grant_table::GNTST_BAD_DOMAIN,
+        "GNTST_bad_gntref" => grant_table::GNTST_BAD_GNTREF,
+        "GNTST_bad_handle" => grant_table::GNTST_BAD_HANDLE,
+        "GNTST_bad_virt_addr" => grant_table::GNTST_BAD_VIRT_ADDR,
+        "GNTST_bad_dev_addr" => grant_table::GNTST_BAD_DEV_ADDR,
+        "GNTST_no_device_space" => grant_table::GNTST_NO_DEVICE_SPACE,
+        "GNTST_permission_denied" => grant_table::GNTST_PERMISSION_DENIED,
+        "GNTST_bad_page" => grant_table::GNTST_BAD_PAGE,
+        "GNTST_bad_copy_arg" => grant_table::GNTST_BAD_COPY_ARG,
+        "GNTST_address_too_big" => grant_table::GNTST_ADDRESS_TOO_BIG,
+        "GNTST_eagain" => grant_table::GNTST_EAGAIN,
+        "GNTST_no_space" => grant_table::GNTST_NO_SPACE,
+        "sizeof(struct grant_entry_v1)" => grant_table::GRANT_ENTRY_V1_SIZE,
     }
 }
 

@@ -63,9 +63,10 @@ impl<M: Machine> Shim<M> {
     }
 
     /// Frames the domain may map without owning them (no reference counted; they are never
-    /// typed): shared_info (writable), and the M2P frames read-only.
+    /// typed): shared_info and the grant-table frames handed out so far (writable), and the
+    /// M2P frames read-only.
     fn special_mappable(&self, mfn: u64, writable: bool) -> bool {
-        if mfn == self.own.shared_info_mfn() {
+        if mfn == self.own.shared_info_mfn() || self.gnttab.is_mappable(mfn) {
             return true;
         }
         let m2p = self.boot.m2p;
