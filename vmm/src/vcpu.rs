@@ -115,6 +115,16 @@ impl VcpuRunner<'_, '_> {
                 }
                 None
             }
+            HC_SET_XCR0 => {
+                let mut xcrs = kvm_bindings::kvm_xcrs { nr_xcrs: 1, ..Default::default() };
+                xcrs.xcrs[0].xcr = 0;
+                xcrs.xcrs[0].value = page.args[0];
+                if let Err(e) = self.vcpu.set_xcrs(&xcrs) {
+                    log::warn!("KVM_SET_XCRS({:#x}) failed: {e}", page.args[0]);
+                    ret = -i64::from(xen_abi::Errno::EINVAL.0);
+                }
+                None
+            }
             nr => {
                 log::warn!("unknown hostcall {nr} from the shim");
                 ret = -i64::from(xen_abi::Errno::ENOSYS.0);

@@ -184,6 +184,11 @@ pub const HC_LOG: u32 = 5;
 /// promises that every frame named reads as zeros from now on; on any other answer the shim
 /// zeroes them itself.
 pub const HC_RELEASE_FRAMES: u32 = 6;
+/// The guest's XCR0 is now `args[0]` (a validated `xsetbv` the shim executed). KVM keeps its
+/// own copy of the guest's XCR0 and loads it on every VM entry; a CPU that lets the shim's
+/// `xsetbv` through without a KVM intercept (QEMU TCG's nested SVM) leaves that copy stale,
+/// and the value would revert at the next VM exit. The VMM sets KVM's copy (`KVM_SET_XCRS`).
+pub const HC_SET_XCR0: u32 = 7;
 /// Most ranges one [`HC_RELEASE_FRAMES`] carries.
 pub const RELEASE_RANGES_MAX: usize = HOSTCALL_DATA_SIZE / core::mem::size_of::<MfnRange>();
 

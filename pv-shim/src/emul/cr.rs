@@ -173,6 +173,8 @@ pub(super) fn xsetbv<M: Machine>(s: &mut Shim<M>, regs: &mut GuestRegs, len: u64
     if s.m.read_cr4() & X86_CR4_OSXSAVE == 0 || s.m.xsetbv(0, v).is_err() {
         return Emulated::GP0;
     }
+    // Tell KVM too, so that the value survives VM exits where KVM did not see the xsetbv.
+    s.hostcall(xen_abi::hostcall::HC_SET_XCR0, [v, 0, 0, 0, 0], &[]);
     s.count(EmulKind::Xsetbv);
     instruction_done(s, regs, len)
 }
