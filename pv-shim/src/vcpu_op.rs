@@ -125,6 +125,10 @@ impl<M: Machine> Shim<M> {
         if self.vcpu.vcpu_info_registered || !self.own.is_ram(mfn) {
             return Err(Errno::EINVAL);
         }
+        // Xen's `map_guest_area`: the frame is held as a writable page for good, so it can
+        // never become a page table or descriptor page that the shim's vcpu_info writes
+        // would then corrupt.
+        self.get_page_and_type(mfn, crate::mm::frames::PageType::Writable)?;
         let new = (mfn << 12) + u64::from(offset);
         let mut cur = [0u8; SIZE];
         self.m.read_phys(self.vcpu.vcpu_info, &mut cur)?;

@@ -90,6 +90,12 @@ pub fn check_invariants<M: Machine>(s: &Shim<M>, frames: u64) -> Result<(), Stri
             }
         }
     }
+    // A registered vcpu_info frame is held writable for good (Xen's `map_guest_area`).
+    if s.vcpu.vcpu_info_registered {
+        let x = exp.entry(s.vcpu.vcpu_info >> 12).or_default();
+        x.count += 1;
+        x.writable_refs += 1;
+    }
     for base in [s.vcpu.guest_table >> 12, s.vcpu.guest_table_user >> 12] {
         if base != 0 {
             add_table_ref(&mut exp, base);

@@ -361,3 +361,13 @@ fn a_type_change_after_a_dropped_mapping_flushes_stale_tlb_entries_first() {
     assert_eq!(s.m.tlb_flushes, flushes + 1);
     ok(&s);
 }
+
+#[test]
+fn a_registered_vcpu_info_frame_can_never_become_a_table() {
+    let mut s = shim_with_guest();
+    // Frame 50: not mapped anywhere. Registered as vcpu_info, it is held writable.
+    assert_eq!(s.register_vcpu_info(50, 64), Ok(()));
+    assert_eq!(s.frame(50).current_type(), PageType::Writable);
+    assert_eq!(ext(&mut s, MMUEXT_PIN_L1_TABLE, 50), Err(Errno::EINVAL));
+    ok(&s);
+}
