@@ -154,6 +154,9 @@ pub unsafe fn init() {
             "mov fs, {t:x}",
             "mov gs, {t:x}",
             "ltr {tss:x}",
+            // LDTR leaves reset with base 0 and limit 0xffff: a guest LDT selector would read
+            // descriptors from guest memory at linear 0. Null until the guest's LDT is loaded.
+            "lldt {t:x}",
             g = in(reg) &gdtr,
             i = in(reg) &idtr,
             cs = const HYPERVISOR_CS as u64,
