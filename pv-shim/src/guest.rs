@@ -110,6 +110,8 @@ pub struct Vcpu {
     pub gdt: crate::desc::GdtState,
     /// The LDT (`MMUEXT_SET_LDT`): guest linear address and entry count.
     pub ldt: (u64, u32),
+    /// The LDT pages mapped so far (`desc::ldt`).
+    pub ldt_shadow: crate::desc::ldt::LdtShadow,
     /// Emulator state (`emul`).
     pub emul: crate::emul::EmulState,
     /// Timers and runstate (`time`).
@@ -138,6 +140,7 @@ impl Vcpu {
             iobitmap: (0, 0),
             gdt: Default::default(),
             ldt: (0, 0),
+            ldt_shadow: Default::default(),
             emul: Default::default(),
             time: Default::default(),
             nmi_pending: false,

@@ -81,6 +81,17 @@ pub trait Machine {
     /// GDT entry `index` as the CPU sees it; 0 past the guest part.
     fn read_gdt(&self, index: usize) -> u64;
 
+    // ---- The shim's copy of the guest LDT (`desc::ldt`): 8192 entries ----
+    /// Stores `descs` (checked) at LDT entries `first..`; entries past 8192 are ignored.
+    fn write_ldt(&mut self, first: usize, descs: &[u64]);
+    /// LDT entry `index` as the CPU sees it; 0 past the buffer.
+    fn read_ldt(&self, index: usize) -> u64;
+    /// Points the shim's LDT descriptor (selector 0xe050) at the buffer with room for
+    /// `ents` entries (1..=8192) and loads LDTR with it; 0 loads a null LDTR.
+    fn load_ldt(&mut self, ents: u32);
+    /// The entry count of the LDT loaded now (0: null LDTR).
+    fn loaded_ldt_ents(&self) -> u32;
+
     // ---- The frame table (`mm::frames`): one word per machine frame, in shim memory ----
     /// The frame-table word of `mfn`; 0 for a frame beyond the table.
     fn frame_info(&self, mfn: u64) -> u64;

@@ -39,6 +39,9 @@ pub struct MockMachine {
     pub invlpgs: Vec<u64>,
     /// The guest part of the GDT (`FIRST_RESERVED_GDT_ENTRY` entries).
     pub gdt: Vec<u64>,
+    /// The shim's LDT buffer (8192 entries) and the entry count LDTR covers (0 = null).
+    pub ldt: Vec<u64>,
+    pub ldt_ents: u32,
     /// What the "VMM" answers `HC_RELEASE_FRAMES`; on 0 it zeroes the frames, as
     /// `MADV_DONTNEED` does.
     pub release_answer: i64,
@@ -72,6 +75,8 @@ impl MockMachine {
             frame_table: Default::default(),
             invlpgs: Vec::new(),
             gdt: vec![0; xen_abi::xen::FIRST_RESERVED_GDT_ENTRY as usize],
+            ldt: vec![0; crate::desc::ldt::MAX_LDT_ENTRIES as usize],
+            ldt_ents: 0,
             release_answer: 0,
         }
     }
@@ -261,6 +266,26 @@ impl Machine for MockMachine {
 
     fn read_gdt(&self, index: usize) -> u64 {
         self.gdt.get(index).copied().unwrap_or(0)
+    }
+
+    fn write_ldt(&mut self, first: usize, descs: &[u64]) {
+        for (i, &d) in descs.iter().enumerate() {
+            if let Some(e) = first.checked_add(i).and_then(|j| self.ldt.get_mut(j)) {
+                *e = d;
+            }
+        }
+    }
+
+    fn read_ldt(&self, index: usize) -> u64 {
+        self.ldt.get(index).copied().unwrap_or(0)
+    }
+
+    fn load_ldt(&mut self, ents: u32) {
+        self.ldt_ents = ents.min(crate::desc::ldt::MAX_LDT_ENTRIES);
+    }
+
+    fn loaded_ldt_ents(&self) -> u32 {
+        self.ldt_ents
     }
 
     fn frame_info(&self, mfn: u64) -> u64 {

@@ -94,6 +94,8 @@ const PFEC_USER: u64 = 1 << 2;
 /// #GP error code bits: external event, IDT vector.
 const XEC_EXT: u64 = 1 << 0;
 const XEC_IDT: u64 = 1 << 1;
+/// #GP error code bit: the selector is an LDT one.
+const XEC_TI: u64 = 1 << 2;
 
 /// Entries `set_trap_table` handles before it continues itself (Xen's preemption point).
 const TRAP_TABLE_BATCH: u64 = 64;
@@ -358,6 +360,11 @@ impl<M: Machine> Shim<M> {
             if dpl >= needed {
                 regs.rip = regs.rip.wrapping_add(2);
                 return self.inject_sw_interrupt(regs, vector);
+            }
+        } else if ec & (XEC_EXT | XEC_IDT | XEC_TI) == XEC_TI {
+            // An LDT selector: the first use of its LDT page maps it (desc::ldt).
+            if let Some(o) = self.ldt_fault(regs, ec) {
+                return o;
             }
         } else if ec == 0 {
             match emul::emulate_gp(self, regs) {

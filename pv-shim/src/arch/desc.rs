@@ -9,6 +9,9 @@
 //!  0xe010 hypervisor DS (DPL0)           0xe02b FLAT_RING3_DS32/SS 0xe050 LDT (16 bytes)
 //!                                        0xe033 FLAT_RING3_CS64
 //! ```
+//!
+//! The guest's LDT is copied into [`LDT`], a 64 KiB buffer that the descriptor at 0xe050
+//! points at while LDTR is loaded (see `crate::desc::ldt`).
 
 use super::entry;
 use core::mem::size_of;
@@ -17,6 +20,10 @@ use core::ptr::addr_of;
 pub const HYPERVISOR_CS: u16 = 0xe008;
 pub const HYPERVISOR_DS: u16 = 0xe010;
 pub const TSS_SELECTOR: u16 = 0xe040;
+/// Xen's LDT selector: the shim's descriptor of the guest LDT copy.
+pub const LDT_SELECTOR: u16 = 0xe050;
+/// Entries of the LDT buffer (the most a guest LDT may have).
+const LDT_ENTRIES: usize = 8192;
 const GDT_ENTRIES: usize = 16 * 4096 / 8;
 const RESERVED: usize = xen_abi::xen::FIRST_RESERVED_GDT_ENTRY as usize;
 
@@ -51,6 +58,13 @@ pub struct IdtEntry {
 pub struct Idt(pub [IdtEntry; 256]);
 
 pub static mut GDT: Gdt = Gdt([0; GDT_ENTRIES]);
+/// The copy of the guest's LDT (only the pages loaded so far; zero elsewhere).
+pub static mut LDT: Ldt = Ldt([0; LDT_ENTRIES]);
+/// The entry count LDTR covers now (0: null LDTR).
+static LDT_LOADED_ENTS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+#[repr(C, align(4096))]
+pub struct Ldt(pub [u64; LDT_ENTRIES]);
 pub static mut TSS: Tss = Tss { _r0: 0, rsp: [0; 3], _r1: 0, ist: [0; 7], _r2: 0, _r3: 0, iomap_base: 0 };
 pub static mut IDT: Idt =
     Idt([IdtEntry { off_lo: 0, sel: 0, ist: 0, attr: 0, off_mid: 0, off_hi: 0, _r: 0 }; 256]);
@@ -140,6 +154,9 @@ pub unsafe fn init() {
             "mov fs, {t:x}",
             "mov gs, {t:x}",
             "ltr {tss:x}",
+            // LDTR leaves reset with base 0 and limit 0xffff: a guest LDT selector would read
+            // descriptors from guest memory at linear 0. Null until the guest's LDT is loaded.
+            "lldt {t:x}",
             g = in(reg) &gdtr,
             i = in(reg) &idtr,
             cs = const HYPERVISOR_CS as u64,
@@ -187,4 +204,56 @@ pub fn loadable_ring3_data_selector(sel: u16) -> bool {
     let code = d & (1 << 43) != 0;
     let readable = d & (1 << 41) != 0;
     present && code_data && dpl == 3 && (!code || readable)
+}
+
+/// Stores guest LDT descriptors at entries `first..` of the LDT buffer (past it ignored).
+pub fn write_guest_ldt(first: usize, descs: &[u64]) {
+    for (i, &d) in descs.iter().enumerate() {
+        let Some(index) = first.checked_add(i).filter(|&j| j < LDT_ENTRIES) else { break };
+        // SAFETY: one vCPU, never concurrent with itself; the CPU only reads the entry on a
+        // later segment load (and may set its accessed bit), so a volatile store is enough.
+        unsafe { core::ptr::addr_of_mut!(LDT.0[index]).write_volatile(d) };
+    }
+}
+
+/// Entry `index` of the LDT buffer; 0 past it.
+pub fn read_guest_ldt(index: usize) -> u64 {
+    if index >= LDT_ENTRIES {
+        return 0;
+    }
+    // SAFETY: a plain read, never concurrent with a write (one vCPU).
+    unsafe { core::ptr::addr_of!(LDT.0[index]).read_volatile() }
+}
+
+/// Loads LDTR with the LDT buffer limited to `ents` entries, or with the null selector for 0.
+pub fn load_ldt(ents: u32) {
+    let ents = ents.min(LDT_ENTRIES as u32);
+    let sel = if ents == 0 {
+        0u16
+    } else {
+        let base = core::ptr::addr_of!(LDT) as u64;
+        let limit = u64::from(ents) * 8 - 1;
+        let lo = (limit & 0xffff)
+            | ((base & 0xff_ffff) << 16)
+            | (0x82u64 << 40) // present, DPL0, LDT
+            | (((limit >> 16) & 0xf) << 48)
+            | (((base >> 24) & 0xff) << 56);
+        let index = usize::from(LDT_SELECTOR >> 3);
+        // SAFETY: the reserved LDT slot is used by no loaded selector but LDTR, which is
+        // reloaded right after; one vCPU, never concurrent with itself.
+        unsafe {
+            core::ptr::addr_of_mut!(GDT.0[index]).write_volatile(lo);
+            core::ptr::addr_of_mut!(GDT.0[index + 1]).write_volatile(base >> 32);
+        }
+        LDT_SELECTOR
+    };
+    // SAFETY: `sel` is null or the present LDT descriptor just written, so `lldt` cannot
+    // fault; LDTR only affects later loads of LDT selectors, which are the guest's.
+    unsafe { core::arch::asm!("lldt {0:x}", in(reg) sel, options(nostack, preserves_flags)) };
+    LDT_LOADED_ENTS.store(ents, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// The entry count LDTR covers now.
+pub fn loaded_ldt_ents() -> u32 {
+    LDT_LOADED_ENTS.load(core::sync::atomic::Ordering::Relaxed)
 }

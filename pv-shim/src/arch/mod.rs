@@ -339,6 +339,22 @@ impl Machine for ArchMachine {
         desc::read_guest_gdt(index)
     }
 
+    fn write_ldt(&mut self, first: usize, descs: &[u64]) {
+        desc::write_guest_ldt(first, descs);
+    }
+
+    fn read_ldt(&self, index: usize) -> u64 {
+        desc::read_guest_ldt(index)
+    }
+
+    fn load_ldt(&mut self, ents: u32) {
+        desc::load_ldt(ents);
+    }
+
+    fn loaded_ldt_ents(&self) -> u32 {
+        desc::loaded_ldt_ents()
+    }
+
     fn frame_info(&self, mfn: u64) -> u64 {
         if mfn >= self.frame_table_len {
             return 0;

@@ -30,6 +30,7 @@
 //! longer loads makes the return `iretq` fault, which becomes the guest's failsafe callback.
 
 pub mod check;
+pub mod ldt;
 
 use crate::hypercall::Args;
 use crate::machine::Machine;
@@ -63,7 +64,7 @@ impl GdtState {
     }
 }
 
-fn read_frame<M: Machine>(m: &M, mfn: u64) -> [u64; DESCS_PER_FRAME] {
+pub(crate) fn read_frame<M: Machine>(m: &M, mfn: u64) -> [u64; DESCS_PER_FRAME] {
     let mut d = [0u64; DESCS_PER_FRAME];
     // An owned frame always lies in machine memory; an unreadable one reads as zeros.
     if m.read_phys(mfn << 12, d.as_mut_bytes()).is_err() {
@@ -124,7 +125,7 @@ impl<M: Machine> Shim<M> {
     }
 
     /// Stores `d` (already checked) at `maddr` in a frame the caller holds a type reference
-    /// on, and in the shim's copy wherever that frame is part of the GDT.
+    /// on, and in the shim's copies wherever that frame is part of the GDT or mapped LDT.
     fn store_descriptor(&mut self, maddr: u64, d: u64) -> Result<(), Errno> {
         self.m.write_u64(maddr, d).map_err(|_| Errno::EINVAL)?;
         let (mfn, index) = (maddr >> 12, ((maddr & (PAGE_SIZE - 1)) / 8) as usize);
@@ -132,6 +133,7 @@ impl<M: Machine> Shim<M> {
         for (i, _) in gdt.live().iter().enumerate().filter(|(_, &f)| f == mfn) {
             self.m.write_gdt(i * DESCS_PER_FRAME + index, &[d]);
         }
+        self.ldt_store(mfn, index, d);
         Ok(())
     }
 }

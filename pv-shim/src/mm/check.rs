@@ -7,12 +7,16 @@
 //!    table type one level down;
 //! 3. the hypervisor slots of every validated L4 hold the shim's entries;
 //! 4. every descriptor of a `SegDesc` frame is one `check_descriptor` keeps as it is, the
-//!    vCPU's GDT frames hold that type, and the shim's GDT copy equals them (zero past them).
+//!    vCPU's GDT frames hold that type, and the shim's GDT copy equals them (zero past them);
+//! 5. the same for the LDT pages mapped so far (each holds one `SegDesc` reference, lies
+//!    inside the LDT's entry count and is copied exactly; the rest of the buffer is zero),
+//!    and LDTR covers the LDT's entries while any page is mapped and is null otherwise.
 
 use super::frames::PageType;
 use super::types::is_hole_slot;
 use super::{_PAGE_PRESENT, _PAGE_RW, PADDR_MASK};
 use crate::desc::check_descriptor;
+use crate::desc::ldt::LDT_PAGES;
 use crate::machine::Machine;
 use crate::shim::Shim;
 use std::collections::BTreeMap;
@@ -122,6 +126,35 @@ pub fn check_invariants<M: Machine>(s: &Shim<M>, frames: u64) -> Result<(), Stri
         if s.m.read_gdt(j) != 0 {
             return Err(format!("GDT entry {j} past the guest's frames is {:#x}", s.m.read_gdt(j)));
         }
+    }
+    let (sh, ents) = (s.vcpu.ldt_shadow, s.vcpu.ldt.1);
+    for p in 0..LDT_PAGES {
+        let mapped = sh.mapped & (1 << p) != 0;
+        let mfn = sh.frames[p];
+        if mapped {
+            add_table_ref(&mut exp, mfn);
+            if s.frame(mfn).current_type() != PageType::SegDesc {
+                return Err(format!("LDT page {p} frame {mfn:#x} is a {:?}", s.frame(mfn).current_type()));
+            }
+            if (p * 512) as u32 >= ents {
+                return Err(format!("LDT page {p} mapped past the LDT's {ents} entries"));
+            }
+        }
+        for j in 0..512usize {
+            let copy = s.m.read_ldt(p * 512 + j);
+            let d = if mapped {
+                s.m.read_u64((mfn << 12) + 8 * j as u64).map_err(|_| format!("read {mfn:#x}"))?
+            } else {
+                0
+            };
+            if copy != d && copy != d | 1 << 40 {
+                return Err(format!("LDT entry {} is {copy:#x}, expected {d:#x}", p * 512 + j));
+            }
+        }
+    }
+    let want_ents = if sh.mapped != 0 { ents } else { 0 };
+    if s.m.loaded_ldt_ents() != want_ents {
+        return Err(format!("LDTR covers {} entries, expected {want_ents}", s.m.loaded_ldt_ents()));
     }
     for mfn in 0..frames {
         let f = s.frame(mfn);

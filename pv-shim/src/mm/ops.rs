@@ -106,6 +106,8 @@ impl<M: Machine> Shim<M> {
             return Ok(());
         }
         self.get_page_and_type(mfn, PageType::L4)?;
+        // Xen's new_guest_cr3: the LDT pages were found through the old tables.
+        self.destroy_ldt();
         self.vcpu.guest_table = mfn << 12;
         self.load_cr3(self.cr3());
         if old != 0 {
@@ -200,14 +202,16 @@ impl<M: Machine> Shim<M> {
         }
     }
 
-    /// `MMUEXT_SET_LDT`: a page-aligned guest address and at most 8192 entries. The LDT
-    /// itself is loaded lazily, when a selector first uses it.
+    /// `MMUEXT_SET_LDT`: a page-aligned guest address and at most 8192 entries. A different
+    /// LDT releases the pages of the old one; the new one is loaded lazily, a page at a time,
+    /// when a selector first uses it (`desc::ldt`).
     fn set_ldt(&mut self, base: u64, ents: u32) -> Result<(), Errno> {
         let base = if ents != 0 { base } else { 0 };
         if base & (PAGE_SIZE - 1) != 0 || !mm::guest_range_ok(base, 1) || ents > 8192 {
             return Err(Errno::EINVAL);
         }
         if self.vcpu.ldt != (base, ents) {
+            self.destroy_ldt();
             self.vcpu.ldt = (base, ents);
             self.flush_tlb();
         }

@@ -263,6 +263,10 @@ impl<M: Machine> Shim<M> {
         if level == 1 {
             if e & _PAGE_RW != 0 {
                 self.put_page_type(mfn);
+            } else if self.frame(mfn).current_type() == PageType::SegDesc {
+                // Xen's put_page_from_l1e: a mapping of a descriptor page went away, which
+                // may be how the LDT found it; drop the whole LDT (it maps again lazily).
+                self.destroy_ldt();
             }
             self.put_page(mfn);
         } else {

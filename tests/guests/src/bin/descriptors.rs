@@ -6,6 +6,11 @@
 //! entries, a writable mapping of a GDT frame. Then what a replaced GDT leaves behind: a loaded
 //! selector keeps working, a reload faults into the guest's handler, an `iret` to a vanished
 //! code segment reaches the failsafe callback.
+//!
+//! Then the LDT (`MMUEXT_SET_LDT`, §4.4), loaded lazily on its first use: a read-only page
+//! with a data descriptor, its selectors loaded into %es/%ds (and seen by `lsl`/`lar`), a
+//! selector past the entry count faulting into the guest, no writable mapping while it is in
+//! use, a writable LDT page giving the guest a #PF, and `SET_LDT(0, 0)` dropping it all.
 #![no_std]
 #![no_main]
 #![allow(unsafe_code)]
@@ -15,9 +20,13 @@ use core::ptr::{addr_of, addr_of_mut};
 use xenvmm_test_guests::hypercall::hypercall6;
 use xenvmm_test_guests::shared::{mfn_of, update_va_mapping};
 use xenvmm_test_guests::traps;
-use xenvmm_test_guests::xen_abi::hypercall::{HYPERVISOR_SET_GDT, HYPERVISOR_UPDATE_DESCRIPTOR};
+use xenvmm_test_guests::xen_abi::hypercall::{
+    HYPERVISOR_MMUEXT_OP, HYPERVISOR_SET_GDT, HYPERVISOR_UPDATE_DESCRIPTOR,
+};
 use xenvmm_test_guests::xen_abi::sched::{SHUTDOWN_CRASH, SHUTDOWN_POWEROFF};
-use xenvmm_test_guests::xen_abi::xen::{StartInfo, FIRST_RESERVED_GDT_ENTRY, UVMF_INVLPG};
+use xenvmm_test_guests::xen_abi::xen::{
+    MmuextOp, StartInfo, DOMID_SELF, FIRST_RESERVED_GDT_ENTRY, MMUEXT_SET_LDT, UVMF_INVLPG,
+};
 use xenvmm_test_guests::xen_abi::Errno;
 use xenvmm_test_guests::{sched, xen_guest, Checks};
 
@@ -31,6 +40,7 @@ static mut GDT: Page = Page([0; 512]);
 static mut GDT2: Page = Page([0; 512]);
 static mut BAD: Page = Page([0; 512]);
 static mut PLAIN: Page = Page([0; 512]);
+static mut LDT: Page = Page([0; 512]);
 static mut TLS_TARGET: u64 = 0x7e57_da7a_f00d_0001;
 static mut AT: u64 = 0;
 
@@ -77,6 +87,12 @@ fn wr(p: *mut Page, i: usize, v: u64) {
 fn set_gdt(frames: &[u64], ents: u64) -> i64 {
     // SAFETY: set_gdt only reads the frame list.
     unsafe { hypercall6(HYPERVISOR_SET_GDT, frames.as_ptr() as u64, ents, 0, 0, 0, 0) }
+}
+
+fn set_ldt(base: u64, ents: u64) -> i64 {
+    let op = MmuextOp { cmd: MMUEXT_SET_LDT, _pad: 0, arg1: base, arg2: ents };
+    // SAFETY: mmuext_op only reads the one request.
+    unsafe { hypercall6(HYPERVISOR_MMUEXT_OP, &op as *const _ as u64, 1, 0, u64::from(DOMID_SELF), 0, 0) }
 }
 
 fn update_descriptor(maddr: u64, d: u64) -> i64 {
@@ -303,5 +319,54 @@ fn guest_main(si: &'static StartInfo) -> ! {
     c.eq("  both frames are writable again", (map(si, va(gdt), true), map(si, va(gdt2), true)), (0, 0));
     c.eq("  and the CPU sees no guest selector", (lar(0x1b), lar(0x2b)), (None, None));
 
+    ldt(si, &mut c);
+
     sched::shutdown(if c.summary() != 0 { SHUTDOWN_CRASH } else { SHUTDOWN_POWEROFF })
+}
+
+/// LDT entry 1: data, DPL 0 as given (stored with DPL 3), byte-granular limit 0x1234.
+const LDT_DATA: u64 = 0x0040_9300_0000_1234;
+/// LDT entry 2: flat 4 GiB data, DPL 3.
+const LDT_FLAT: u64 = 0x00cf_f300_0000_ffff;
+
+fn ldt(si: &StartInfo, c: &mut Checks) {
+    let ldt = addr_of_mut!(LDT);
+    wr(ldt, 1, LDT_DATA);
+    wr(ldt, 2, LDT_FLAT);
+    c.eq("map the LDT page read-only", map(si, va(ldt), false), 0);
+    c.eq("SET_LDT(page, 4 entries)", set_ldt(va(ldt), 4), 0);
+    load_es(0x0f);
+    load_ds(0x17);
+    c.eq("mov es/ds with LDT selectors (TI, RPL 3)", (es(), ds()), (0x0f, 0x17));
+    c.eq("  lsl shows the LDT entry's limit", lsl(0x0f), Some(0x1234));
+    c.eq("  lar: data, DPL 3", (lar(0x0f), lar(0x17)), (Some(0x0040_f300), Some(0x00c0_f300)));
+    c.eq("  stored with DPL 3 in the page", rd(ldt, 1), LDT_DATA | DPL3);
+    c.eq("  the LDT page refuses a writable mapping", map(si, va(ldt), true), neg(Errno::EINVAL));
+    let f = traps::catch(|| load_ds(0x27));
+    c.eq(
+        "a selector past the 4 entries: #GP(sel)",
+        f.map(|f| (f.vector, f.error_code)),
+        Some((13, Some(0x24))),
+    );
+    let f = traps::catch(|| load_ds(0x1f));
+    c.eq("an empty LDT entry: #GP(sel)", f.map(|f| (f.vector, f.error_code)), Some((13, Some(0x1c))));
+
+    c.eq("SET_LDT(0, 0)", set_ldt(0, 0), 0);
+    c.eq("  loaded selectors survive", (es(), ds()), (0x0f, 0x17));
+    let f = traps::catch(|| load_es(0x0f));
+    c.eq(
+        "  the selector faults again: #GP(sel)",
+        f.map(|f| (f.vector, f.error_code)),
+        Some((13, Some(0x0c))),
+    );
+    c.eq("  lsl sees no LDT", lsl(0x0f), None);
+    c.eq("  the page may be mapped writable again", map(si, va(ldt), true), 0);
+
+    c.eq("SET_LDT(a writable page, 4)", set_ldt(va(ldt), 4), 0);
+    let f = traps::catch(|| load_es(0x0f));
+    c.eq("  its first use: #PF, a supervisor read", f.map(|f| (f.vector, f.error_code)), Some((14, Some(0))));
+    c.eq("  the page is still writable", map(si, va(ldt), true), 0);
+    c.eq("SET_LDT(0, 0) again", set_ldt(0, 0), 0);
+    load_es(0);
+    load_ds(0);
 }
