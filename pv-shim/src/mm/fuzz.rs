@@ -75,7 +75,28 @@ pub fn run_case(data: &[u8]) {
             | if b(2) & 0x80 != 0 { 1 << 63 } else { 0 };
         let _ = match b(0) & 15 {
             0..=3 => mmu(&mut s, (frame << 12) + 8 * slot, (target << 12) | flags),
+            4 if b(2) & 1 != 0 => {
+                mmu(&mut s, (frame << 12) | MMU_PT_UPDATE_PRESERVE_AD, (target << 12) | flags)
+            }
             4 => mmu(&mut s, (frame << 12) + 8 * slot, 0),
+            14 if b(2) & 1 != 0 => {
+                // SET_LDT over one or two guest pages (mapped writable or not, whatever they hold).
+                let page = u64::from(b(1)) % 32;
+                let op = MmuextOp {
+                    cmd: MMUEXT_SET_LDT,
+                    _pad: 0,
+                    arg1: GUEST_VA + page * 4096,
+                    arg2: u64::from(b(3)) * 4,
+                };
+                s.mmuext_one(&op).map(|()| 0)
+            }
+            14 => {
+                // The guest uses an LDT selector: the lazy load (or the fault it delivers).
+                let mut regs = crate::guest::GuestRegs { vector: 13, ..Default::default() };
+                let ec = (u64::from(b(1)) << 3) | 4;
+                let _ = s.ldt_fault(&mut regs, ec);
+                Ok(0)
+            }
             5..=7 => ext(&mut s, MMUEXT_PIN_L1_TABLE + u32::from(b(2) & 3), frame),
             8 => ext(&mut s, MMUEXT_UNPIN_TABLE, frame),
             9 => ext(&mut s, MMUEXT_NEW_BASEPTR, if b(2) & 1 != 0 { 1 } else { frame }),
@@ -100,7 +121,7 @@ pub fn run_case(data: &[u8]) {
                 let d = u64::from_le_bytes([b(1), b(3), 0xff, 0xff, 0, b(3) | 0x80, b(2), 0]);
                 update_descriptor(&mut s, Args([(frame << 12) + 8 * slot, d, 0, 0, 0, 0]))
             }
-            _ => mmu(&mut s, (frame << 12) | MMU_PT_UPDATE_PRESERVE_AD, (target << 12) | flags),
+            _ => Ok(0),
         };
         check(&s, &format!("step {step} {op:02x?}"));
     }
@@ -120,6 +141,7 @@ pub fn run_case(data: &[u8]) {
         clean &= ext_now(&mut s, MMUEXT_NEW_BASEPTR, 1);
         clean &= ext_now(&mut s, MMUEXT_NEW_USER_BASEPTR, 0);
         clean &= s.set_gdt(&[], 0).is_ok();
+        clean &= s.mmuext_one(&MmuextOp { cmd: MMUEXT_SET_LDT, _pad: 0, arg1: 0, arg2: 0 }).is_ok();
         for (t, orig) in &tables {
             for (i, &e) in orig.iter().enumerate() {
                 if *t == 1 && (256..272).contains(&i) {
