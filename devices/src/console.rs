@@ -13,12 +13,14 @@
 //! The ring is hostile input: the indices are read once each, checked before use, the copy is
 //! bounded by the ring size and masked into it, and nothing outside the page is touched. A
 //! ring claiming more unread bytes than it holds is left alone, as xenconsoled leaves it.
-//! Guest input (the `in` ring) comes with the interactive console.
+//!
+//! Input goes the other way through the `in` ring ([`ConsoleRing::put_input`]): the host
+//! produces, the guest consumes; a full ring takes what fits and the caller keeps the rest.
 
 use std::mem::offset_of;
 use std::sync::atomic::{fence, Ordering};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryError};
-use xen_abi::io::console::{mask_out, XenconsInterface, XENCONS_OUT_SIZE};
+use xen_abi::io::console::{mask_in, mask_out, XenconsInterface, XENCONS_IN_SIZE, XENCONS_OUT_SIZE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
@@ -30,6 +32,8 @@ pub enum ConsoleError {
     },
     #[error("the guest's console ring is corrupt: out_cons {cons:#x}, out_prod {prod:#x} claim more than {XENCONS_OUT_SIZE} unread bytes")]
     CorruptIndices { cons: u32, prod: u32 },
+    #[error("the guest's console input ring is corrupt: in_cons {cons:#x}, in_prod {prod:#x} claim more than {XENCONS_IN_SIZE} unread bytes")]
+    CorruptInput { cons: u32, prod: u32 },
 }
 
 /// The console ring page of one domain, as its backend sees it.
@@ -41,6 +45,9 @@ pub struct ConsoleRing {
 const OUT: u64 = offset_of!(XenconsInterface, out) as u64;
 const OUT_CONS: u64 = offset_of!(XenconsInterface, out_cons) as u64;
 const OUT_PROD: u64 = offset_of!(XenconsInterface, out_prod) as u64;
+const IN: u64 = offset_of!(XenconsInterface, r#in) as u64;
+const IN_CONS: u64 = offset_of!(XenconsInterface, in_cons) as u64;
+const IN_PROD: u64 = offset_of!(XenconsInterface, in_prod) as u64;
 
 impl ConsoleRing {
     /// The ring in the page at guest-physical (machine) address `page`.
@@ -98,12 +105,84 @@ impl ConsoleRing {
         mem.store(prod, self.at(OUT_CONS)?, Ordering::Release).map_err(|e| self.access(e))?;
         Ok(&buf[..len])
     }
+
+    /// Puts keyboard input into the guest's `in` ring: as much of `data` as there is room for
+    /// (`in` holds [`XENCONS_IN_SIZE`] bytes), then publishes `in_prod`. Returns how many bytes
+    /// went in; the caller keeps the rest and raises the console port if any went in.
+    ///
+    /// `in_cons` is the guest's and hostile: a value claiming more unread bytes than the ring
+    /// holds leaves the ring unchanged ([`ConsoleError::CorruptInput`]).
+    pub fn put_input<M>(&self, mem: &M, data: &[u8]) -> Result<usize, ConsoleError>
+    where
+        M: Bytes<GuestAddress, E = GuestMemoryError> + ?Sized,
+    {
+        // Acquire: the guest has finished reading the bytes before the space it frees.
+        let cons: u32 = mem.load(self.at(IN_CONS)?, Ordering::Acquire).map_err(|e| self.access(e))?;
+        let prod: u32 = mem.load(self.at(IN_PROD)?, Ordering::Acquire).map_err(|e| self.access(e))?;
+        let used = prod.wrapping_sub(cons) as usize;
+        if used > XENCONS_IN_SIZE {
+            return Err(ConsoleError::CorruptInput { cons, prod });
+        }
+        let n = data.len().min(XENCONS_IN_SIZE - used);
+        if n == 0 {
+            return Ok(0);
+        }
+        let start = mask_in(prod);
+        let first = n.min(XENCONS_IN_SIZE - start);
+        mem.write_slice(&data[..first], self.at(IN + start as u64)?).map_err(|e| self.access(e))?;
+        mem.write_slice(&data[first..n], self.at(IN)?).map_err(|e| self.access(e))?;
+        // wmb: the bytes are visible before the index that publishes them.
+        fence(Ordering::SeqCst);
+        mem.store(prod.wrapping_add(n as u32), self.at(IN_PROD)?, Ordering::Release)
+            .map_err(|e| self.access(e))?;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use vm_memory::GuestMemoryMmap;
+
+    fn set_in(mem: &GuestMemoryMmap, cons: u32, prod: u32) {
+        mem.write_obj(cons, GuestAddress(PAGE + IN_CONS)).unwrap();
+        mem.write_obj(prod, GuestAddress(PAGE + IN_PROD)).unwrap();
+    }
+
+    #[test]
+    fn input_fills_the_in_ring_across_the_wrap_and_stops_when_full() {
+        let mem = page_only();
+        let ring = ConsoleRing::new(GuestAddress(PAGE));
+        // The guest has consumed everything up to 1020: 4 bytes before the wrap.
+        set_in(&mem, u32::MAX - 3, u32::MAX - 3);
+        assert_eq!(ring.put_input(&mem, b"hello").unwrap(), 5);
+        let prod: u32 = mem.read_obj(GuestAddress(PAGE + IN_PROD)).unwrap();
+        assert_eq!(prod, 1, "free-running index wrapped");
+        let mut got = [0u8; 5];
+        for (i, b) in got.iter_mut().enumerate() {
+            *b = mem
+                .read_obj(GuestAddress(PAGE + IN + mask_in((u32::MAX - 3).wrapping_add(i as u32)) as u64))
+                .unwrap();
+        }
+        assert_eq!(&got, b"hello");
+        // Fill up: only what fits goes in.
+        let big = vec![b'x'; 2000];
+        assert_eq!(ring.put_input(&mem, &big).unwrap(), XENCONS_IN_SIZE - 5);
+        assert_eq!(ring.put_input(&mem, b"more").unwrap(), 0, "full");
+    }
+
+    #[test]
+    fn a_corrupt_in_cons_leaves_the_input_ring_alone() {
+        let mem = page_only();
+        let ring = ConsoleRing::new(GuestAddress(PAGE));
+        set_in(&mem, 5000, 5000 + XENCONS_IN_SIZE as u32 + 1);
+        assert!(matches!(ring.put_input(&mem, b"a"), Err(ConsoleError::CorruptInput { .. })));
+        let prod: u32 = mem.read_obj(GuestAddress(PAGE + IN_PROD)).unwrap();
+        assert_eq!(prod, 5000 + XENCONS_IN_SIZE as u32 + 1);
+        // cons ahead of prod (a "negative" count) is corrupt too.
+        set_in(&mem, 10, 5);
+        assert!(matches!(ring.put_input(&mem, b"a"), Err(ConsoleError::CorruptInput { .. })));
+    }
 
     const PAGE: u64 = 0x5000;
 

@@ -213,7 +213,7 @@ impl<'a> Backends<'a> {
                 let _ = out.writer.flush();
                 true
             }
-            Err(e @ ConsoleError::CorruptIndices { .. }) => {
+            Err(e @ (ConsoleError::CorruptIndices { .. } | ConsoleError::CorruptInput { .. })) => {
                 if !warned.swap(true, Ordering::Relaxed) {
                     log::warn!("{e}; its output is ignored until the guest repairs it");
                 }
