@@ -7,6 +7,7 @@
 pub mod path;
 pub mod store;
 pub mod tree;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;
