@@ -49,6 +49,7 @@ use xen_abi::grant_table::{
     GnttabUnmapAndReplace, GnttabUnmapGrantRef, GrantEntryV1,
 };
 use xen_abi::io::console::XenconsInterface;
+use xen_abi::io::xs_wire::{self, XenstoreDomainInterface, XsdSockmsg};
 use xen_abi::memory::{
     XenAddToPhysmap, XenAddToPhysmapBatch, XenMachphysMapping, XenMachphysMfnList, XenMemAcquireResource,
     XenMemoryMap, XenMemoryReservation, XenPodTarget, XenRemoveFromPhysmap, XenVnumaTopologyInfo,
@@ -94,6 +95,7 @@ const HEADERS: &[&str] = &[
     "xen/errno.h",
     "xen/io/console.h",
     "xen/io/ring.h",
+    "xen/io/xs_wire.h",
 ];
 
 /// Macro families the crate mirrors completely: every header macro with one of these prefixes
@@ -134,6 +136,7 @@ const MIRRORED_FAMILIES: &[&str] = &[
     "GNTMAP_",
     "GNTCOPY_",
     "GNTTAB_",
+    "XENSTORE_",
 ];
 
 /// Members of a mirrored family that xen-abi deliberately leaves out, by prefix.
@@ -608,6 +611,23 @@ fn layouts() -> Vec<Layout> {
             out_cons: "out_cons",
             out_prod: "out_prod",
         }),
+        layout!(XsdSockmsg = "struct xsd_sockmsg" {
+            r#type: "type",
+            req_id: "req_id",
+            tx_id: "tx_id",
+            len: "len",
+        }),
+        layout!(XenstoreDomainInterface = "struct xenstore_domain_interface" {
+            req: "req",
+            rsp: "rsp",
+            req_cons: "req_cons",
+            req_prod: "req_prod",
+            rsp_cons: "rsp_cons",
+            rsp_prod: "rsp_prod",
+            server_features: "server_features",
+            connection: "connection",
+            error: "error",
+        }),
     ]
 }
 
@@ -822,6 +842,47 @@ fn constants() -> Vec<Const> {
         "CONSOLEIO_read" => console::CONSOLEIO_READ,
         "sizeof(((struct xencons_interface *)0)->in)" => console::XENCONS_IN_SIZE,
         "sizeof(((struct xencons_interface *)0)->out)" => console::XENCONS_OUT_SIZE,
+
+        // ---- io/xs_wire.rs (the XS_ types are enumerators, not macros) ----
+        "(unsigned)XS_CONTROL" => xs_wire::XS_CONTROL,
+        "XS_DEBUG" => xs_wire::XS_CONTROL,
+        "(unsigned)XS_DIRECTORY" => xs_wire::XS_DIRECTORY,
+        "(unsigned)XS_READ" => xs_wire::XS_READ,
+        "(unsigned)XS_GET_PERMS" => xs_wire::XS_GET_PERMS,
+        "(unsigned)XS_WATCH" => xs_wire::XS_WATCH,
+        "(unsigned)XS_UNWATCH" => xs_wire::XS_UNWATCH,
+        "(unsigned)XS_TRANSACTION_START" => xs_wire::XS_TRANSACTION_START,
+        "(unsigned)XS_TRANSACTION_END" => xs_wire::XS_TRANSACTION_END,
+        "(unsigned)XS_INTRODUCE" => xs_wire::XS_INTRODUCE,
+        "(unsigned)XS_RELEASE" => xs_wire::XS_RELEASE,
+        "(unsigned)XS_GET_DOMAIN_PATH" => xs_wire::XS_GET_DOMAIN_PATH,
+        "(unsigned)XS_WRITE" => xs_wire::XS_WRITE,
+        "(unsigned)XS_MKDIR" => xs_wire::XS_MKDIR,
+        "(unsigned)XS_RM" => xs_wire::XS_RM,
+        "(unsigned)XS_SET_PERMS" => xs_wire::XS_SET_PERMS,
+        "(unsigned)XS_WATCH_EVENT" => xs_wire::XS_WATCH_EVENT,
+        "(unsigned)XS_ERROR" => xs_wire::XS_ERROR,
+        "(unsigned)XS_IS_DOMAIN_INTRODUCED" => xs_wire::XS_IS_DOMAIN_INTRODUCED,
+        "(unsigned)XS_RESUME" => xs_wire::XS_RESUME,
+        "(unsigned)XS_SET_TARGET" => xs_wire::XS_SET_TARGET,
+        "(unsigned)XS_RESET_WATCHES" => xs_wire::XS_RESET_WATCHES,
+        "(unsigned)XS_DIRECTORY_PART" => xs_wire::XS_DIRECTORY_PART,
+        "(unsigned)XS_TYPE_COUNT" => xs_wire::XS_TYPE_COUNT,
+        "(unsigned)XS_INVALID" => xs_wire::XS_INVALID,
+        "(unsigned)XS_WATCH_PATH" => xs_wire::XS_WATCH_PATH,
+        "(unsigned)XS_WATCH_TOKEN" => xs_wire::XS_WATCH_TOKEN,
+        "XENSTORE_RING_SIZE" => xs_wire::XENSTORE_RING_SIZE,
+        "XENSTORE_PAYLOAD_MAX" => xs_wire::XENSTORE_PAYLOAD_MAX,
+        "XENSTORE_ABS_PATH_MAX" => xs_wire::XENSTORE_ABS_PATH_MAX,
+        "XENSTORE_REL_PATH_MAX" => xs_wire::XENSTORE_REL_PATH_MAX,
+        "XENSTORE_SERVER_FEATURE_RECONNECTION" => xs_wire::XENSTORE_SERVER_FEATURE_RECONNECTION,
+        "XENSTORE_SERVER_FEATURE_ERROR" => xs_wire::XENSTORE_SERVER_FEATURE_ERROR,
+        "XENSTORE_CONNECTED" => xs_wire::XENSTORE_CONNECTED,
+        "XENSTORE_RECONNECT" => xs_wire::XENSTORE_RECONNECT,
+        "XENSTORE_ERROR_NONE" => xs_wire::XENSTORE_ERROR_NONE,
+        "XENSTORE_ERROR_COMM" => xs_wire::XENSTORE_ERROR_COMM,
+        "XENSTORE_ERROR_RINGIDX" => xs_wire::XENSTORE_ERROR_RINGIDX,
+        "XENSTORE_ERROR_PROTO" => xs_wire::XENSTORE_ERROR_PROTO,
 
         // ---- sched.rs ----
         "SCHEDOP_yield" => sched::SCHEDOP_YIELD,

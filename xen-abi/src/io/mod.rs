@@ -2,3 +2,4 @@
 //! guest and a backend in domain 0 exchange through granted or pre-shared pages.
 
 pub mod console;
+pub mod xs_wire;

@@ -1,0 +1,15 @@
+//! The xenstore daemon (xenstored's role): a tree of nodes with permissions, watches and
+//! transactions, served to each domain over its store ring (`io/xs_wire.h`).
+//!
+//! `path` validates names, `tree` holds nodes and permissions, `store` answers requests as
+//! C xenstored answers a domU, `wire` frames messages from the ring bytes.
+
+pub mod path;
+pub mod store;
+pub mod tree;
+pub mod wire;
+
+#[cfg(test)]
+mod tests;
+
+pub use store::{Quota, Store};
