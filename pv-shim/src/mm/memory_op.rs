@@ -21,8 +21,8 @@
 //! Frames come back zero-filled: the VMM promises zeros when it answers 0, and the shim zeroes
 //! the frames itself on any other answer, so nothing here depends on how the host backs them.
 //!
-//! Only a frame with no references at all may be released: no mapping, no type, no pin, not
-//! the registered `vcpu_info`. Xen instead takes the frame out of the domain's reservation at
+//! Only a frame with no references at all may be released: no mapping, no type, no pin (the
+//! registered `vcpu_info` frame holds a reference too). Xen instead takes the frame out of the domain's reservation at
 //! once and frees it when its last reference goes (unpinning it first); a guest that releases
 //! a frame it still maps keeps using it until then. We refuse such a frame (the extent fails,
 //! as Xen's `guest_remove_page` failures do), because the host must never drop memory the
@@ -139,8 +139,8 @@ impl<M: Machine> Shim<M> {
         if f.released() {
             return Err(Errno::ENXIO);
         }
-        let vcpu_info = self.vcpu.vcpu_info_registered && self.vcpu.vcpu_info >> 12 == mfn;
-        if f.count() != 0 || f.type_count() != 0 || f.pinned() || vcpu_info {
+        // A registered vcpu_info frame holds a writable reference, so the counts cover it.
+        if f.count() != 0 || f.type_count() != 0 || f.pinned() {
             return Err(Errno::EBUSY);
         }
         if !batch.add(mfn) {
