@@ -12,17 +12,18 @@
 
 use crate::builder::{self, DomainSpec};
 use crate::config::DomainConfig;
-use crate::events::{self, Backends, EventError, HOST_PORTS};
+use crate::events::{self, Backends, EventError, RingPages, HOST_PORTS};
 use crate::kvm::{self, EventFds, Vm};
 use crate::memory::Layout;
 use crate::shim::{self, PlacedShim, ShimImage};
 use crate::stats::{ExitCounts, Stats};
 use crate::vcpu::VcpuRunner;
 use crate::Error;
+use devices::xenstore::{self, DomainEntries, Quota, Store};
 use kvm_ioctls::VcpuFd;
 use std::fmt;
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -148,8 +149,11 @@ pub struct Domain {
     events: EventFds,
     mem: GuestMemoryMmap,
     placed: PlacedShim,
-    /// Machine address of the PV console ring page (`start_info.console.domU.mfn`).
-    console_gpa: u64,
+    /// The PV console and xenstore ring pages.
+    rings: RingPages,
+    store: Arc<Mutex<Store>>,
+    /// Written when something other than the guest changed the store.
+    kick: Arc<EventFd>,
     kvm_stats: Option<std::fs::File>,
     started: Instant,
     setup_done: Instant,
@@ -159,7 +163,61 @@ fn load(what: &'static str, src: &crate::config::ImageSource) -> Result<Arc<[u8]
     src.load().map_err(|source| Error::ReadImage { what, path: src.describe(), source })
 }
 
+/// Requests to a running domain from other threads, as a toolstack makes them through
+/// xenstore. Cheap to clone; stays valid after the domain ended (requests then do nothing).
+#[derive(Clone)]
+pub struct DomainControl {
+    store: Arc<Mutex<Store>>,
+    kick: Arc<EventFd>,
+}
+
+/// What `control/shutdown` asks of the guest (libxl's `xl shutdown` / `xl reboot`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownRequest {
+    Poweroff,
+    Reboot,
+    Halt,
+}
+
+impl DomainControl {
+    /// Asks the guest to shut down: writes `control/shutdown`, which a Linux guest watches
+    /// (it acknowledges by clearing it, then shuts down in an orderly way). The guest may
+    /// ignore it; callers that must stop it use a deadline and then drop the run.
+    pub fn request_shutdown(&self, what: ShutdownRequest) {
+        let value: &[u8] = match what {
+            ShutdownRequest::Poweroff => b"poweroff",
+            ShutdownRequest::Reboot => b"reboot",
+            ShutdownRequest::Halt => b"halt",
+        };
+        let path = format!("{}/control/shutdown", xenstore::path::domain_path(shim::GUEST_DOMID));
+        {
+            let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = store.host_write(&path, value) {
+                log::warn!("cannot write {path}: {e:?}");
+            }
+        }
+        self.kick_store();
+    }
+
+    /// The store shared with the guest's xenstore connection. Whoever changes it must call
+    /// [`Self::kick_store`] afterwards so that the guest's watch events are delivered.
+    pub fn store(&self) -> Arc<Mutex<Store>> {
+        self.store.clone()
+    }
+
+    /// Tells the event thread the store changed.
+    pub fn kick_store(&self) {
+        // Fails only when the counter is full, and then a wake-up is pending anyway.
+        let _ = self.kick.write(1);
+    }
+}
+
 impl Domain {
+    /// A handle for requests to the domain while it runs (shutdown, the store).
+    pub fn control(&self) -> DomainControl {
+        DomainControl { store: self.store.clone(), kick: self.kick.clone() }
+    }
+
     /// Checks the configuration and images, opens KVM, and builds the domain: memory, shim,
     /// start-of-day layout, vCPU 0. Nothing runs yet.
     pub fn new(cfg: &DomainConfig) -> Result<Domain, Error> {
@@ -203,6 +261,20 @@ impl Domain {
         let built = builder::build_domain_unpacked(&mem, &layout.p2m, &spec, &unpacked)
             .map_err(|source| Error::Kernel { path: cfg.kernel.describe(), source })?;
 
+        let mut store = Store::new(Quota::default());
+        xenstore::introduce(
+            &mut store,
+            &DomainEntries {
+                domid: shim::GUEST_DOMID,
+                name: cfg.name.clone(),
+                mem_kib: cfg.mem_bytes >> 10,
+                vcpus: cfg.vcpus,
+            },
+        )
+        .map_err(|e| Error::Config(format!("cannot write the domain's xenstore entries: {e:?}")))?;
+        let store = Arc::new(Mutex::new(store));
+        let kick = EventFd::new(EFD_NONBLOCK).map_err(|e| Error::Events(EventError::Spawn(e)))?;
+
         let vm = Vm::new(kvm, &mem)?;
         let events = vm.connect_events()?;
         for (port, remote, _) in HOST_PORTS {
@@ -225,7 +297,9 @@ impl Domain {
             events,
             mem,
             placed,
-            console_gpa: built.console_mfn << 12,
+            rings: RingPages { console: built.console_mfn << 12, store: built.store_mfn << 12 },
+            store,
+            kick: Arc::new(kick),
             kvm_stats,
             started,
             setup_done: Instant::now(),
@@ -239,14 +313,21 @@ impl Domain {
     /// never at the same time.
     pub fn run(mut self, console: &mut (dyn Write + Send)) -> Result<RunReport, Error> {
         let exit_evt = EventFd::new(EFD_NONBLOCK).map_err(|e| Error::Events(EventError::Spawn(e)))?;
-        let backends =
-            Backends::new(&self.mem, self.placed.mailbox_gpa, &self.events.irq, self.console_gpa, console);
+        let backends = Backends::new(
+            &self.mem,
+            self.placed.mailbox_gpa,
+            &self.events.irq,
+            self.rings,
+            console,
+            self.store.clone(),
+            shim::GUEST_DOMID,
+        );
         let mut exits = ExitCounts::default();
         let run_start = Instant::now();
         let (result, served) = std::thread::scope(|s| {
-            let thread = std::thread::Builder::new()
-                .name("xenvmm-events".into())
-                .spawn_scoped(s, || events::event_loop(&backends, &self.events.doorbell, &exit_evt));
+            let thread = std::thread::Builder::new().name("xenvmm-events".into()).spawn_scoped(s, || {
+                events::event_loop(&backends, &self.events.doorbell, &exit_evt, &self.kick)
+            });
             let thread = match thread {
                 Ok(t) => t,
                 Err(e) => return (Err(Error::Events(EventError::Spawn(e))), Ok(())),

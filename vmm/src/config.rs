@@ -37,6 +37,8 @@ impl From<PathBuf> for ImageSource {
 pub const DEFAULT_MEM_BYTES: u64 = 512 << 20;
 /// Default kernel command line: the PV console as the Linux console.
 pub const DEFAULT_CMDLINE: &str = "console=hvc0";
+/// Default domain name.
+pub const DEFAULT_NAME: &str = "xenvmm";
 /// The most memory xenvmm gives a domain (the shim's direct map covers 512 GiB).
 pub const MAX_MEM_BYTES: u64 = 256 << 30;
 
@@ -53,6 +55,8 @@ pub struct DomainConfig {
     pub mem_bytes: u64,
     /// Virtual CPUs. Only 1 is supported until SMP arrives.
     pub vcpus: u32,
+    /// The domain's name (xenstore `name`).
+    pub name: String,
 }
 
 impl DomainConfig {
@@ -64,6 +68,7 @@ impl DomainConfig {
             cmdline: DEFAULT_CMDLINE.into(),
             mem_bytes: DEFAULT_MEM_BYTES,
             vcpus: 1,
+            name: DEFAULT_NAME.into(),
         }
     }
 }

@@ -10,7 +10,7 @@
 //!                                                 read the eventfd, then swap every to_host
 //!                                                 word with 0 and serve each port:
 //!                                                   console port → drain the ring → writer
-//!                                                   xenstore port → (no backend yet)
+//!                                                   xenstore port → serve the store ring
 //!  shim interrupt VECTOR_HOST_EVENT ◄─────────── raise(p): to_guest[p/64] |= bit (atomic),
 //!  poll_sources: swap to_guest words,              irqfd write if the word was empty
 //!  set each port pending in shared_info            (KVM routes the GSI as an MSI)
@@ -29,14 +29,22 @@
 //! write first drains the ring, so whatever the guest put in the ring before a `console_io`
 //! call comes out before that call's text. When the domain ends the ring is drained once more,
 //! for output the guest wrote without a notification.
+//!
+//! The store ring is served on the same thread, when the guest notifies the store port and
+//! when another thread changed the store (a kick: a host write such as `control/shutdown`,
+//! or an external xenstore client) since that may have queued watch events for the guest.
+//! The [`Store`] itself is shared (`Arc<Mutex<Store>>`); the ring's connection state is this
+//! thread's. Lock order: the ring, then the store.
 
 use crate::memory::atomic::{fetch_or_u64, load_u64, swap_u64, AtomicWordError};
 use crate::stats::EventStats;
 use devices::console::{ConsoleError, ConsoleRing};
+use devices::xenstore::wire::StoreRing;
+use devices::xenstore::Store;
 use std::io::Write;
 use std::mem::offset_of;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
@@ -88,6 +96,16 @@ struct Counters {
     irqs: AtomicU64,
     console_bytes: AtomicU64,
     unserved: AtomicU64,
+    store_passes: AtomicU64,
+}
+
+/// Guest-physical addresses of the pages the builder gave the guest's backends.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RingPages {
+    /// `start_info.console.domU.mfn` as an address.
+    pub console: u64,
+    /// `start_info.store_mfn` as an address.
+    pub store: u64,
 }
 
 /// Domain 0's services for one domain, shared by the vCPU thread and the event thread.
@@ -96,10 +114,13 @@ pub(crate) struct Backends<'a> {
     mailbox_gpa: u64,
     irq: &'a EventFd,
     console: Mutex<ConsoleOut<'a>>,
+    store_ring: Mutex<StoreRing>,
+    store: Arc<Mutex<Store>>,
     counts: Counters,
     /// Guest-triggerable warnings are logged once each.
     warned_corrupt_ring: AtomicBool,
     warned_unserved: AtomicBool,
+    warned_store: AtomicBool,
 }
 
 const TO_HOST: u64 = offset_of!(EventMailbox, to_host) as u64;
@@ -110,20 +131,22 @@ impl<'a> Backends<'a> {
         mem: &'a GuestMemoryMmap,
         mailbox_gpa: u64,
         irq: &'a EventFd,
-        console_ring_gpa: u64,
+        rings: RingPages,
         writer: &'a mut (dyn Write + Send),
+        store: Arc<Mutex<Store>>,
+        domid: u16,
     ) -> Backends<'a> {
         Backends {
             mem,
             mailbox_gpa,
             irq,
-            console: Mutex::new(ConsoleOut {
-                ring: ConsoleRing::new(GuestAddress(console_ring_gpa)),
-                writer,
-            }),
+            console: Mutex::new(ConsoleOut { ring: ConsoleRing::new(GuestAddress(rings.console)), writer }),
+            store_ring: Mutex::new(StoreRing::new(GuestAddress(rings.store), domid)),
+            store,
             counts: Counters::default(),
             warned_corrupt_ring: AtomicBool::new(false),
             warned_unserved: AtomicBool::new(false),
+            warned_store: AtomicBool::new(false),
         }
     }
 
@@ -155,11 +178,33 @@ impl<'a> Backends<'a> {
         self.counts.notified.fetch_add(1, Ordering::Relaxed);
         match HOST_PORTS.iter().find(|(p, _, _)| *p == port).map(|h| h.2) {
             Some(Service::Console) => self.drain_console(true),
-            // Nothing reads the xenstore ring yet (the xenstore daemon comes with Linux).
-            Some(Service::Xenstore) | None => {
+            Some(Service::Xenstore) => self.serve_store(),
+            None => {
                 self.counts.unserved.fetch_add(1, Ordering::Relaxed);
                 if !self.warned_unserved.swap(true, Ordering::Relaxed) {
                     log::info!("guest port {port} was notified but no backend serves it yet");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Serves the guest's store ring: takes its requests, writes replies and queued watch
+    /// events, and raises the store port when an index moved. A ring the guest corrupted stops
+    /// the connection (as xenstored drops such a domain), logged once; the guest runs on.
+    pub fn serve_store(&self) -> Result<(), EventError> {
+        self.counts.store_passes.fetch_add(1, Ordering::Relaxed);
+        let moved = {
+            let mut ring = self.store_ring.lock().unwrap_or_else(|e| e.into_inner());
+            let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+            ring.service(self.mem, &mut store)
+        };
+        match moved {
+            Ok(true) => self.raise(STORE_EVTCHN),
+            Ok(false) => Ok(()),
+            Err(e) => {
+                if !self.warned_store.swap(true, Ordering::Relaxed) {
+                    log::warn!("xenstore connection of the guest stopped: {e}");
                 }
                 Ok(())
             }
@@ -259,22 +304,26 @@ impl<'a> Backends<'a> {
             ports_raised: get(&c.raised),
             irqs: get(&c.irqs),
             console_ring_bytes: get(&c.console_bytes),
+            store_passes: get(&c.store_passes),
         }
     }
 }
 
 const DOORBELL: u64 = 0;
 const EXIT: u64 = 1;
+const KICK: u64 = 2;
 
 /// The event thread: serves doorbells until `exit` is signalled, then serves the
-/// notifications that raced with the end once more and returns.
+/// notifications that raced with the end once more and returns. `kick` says the store
+/// changed from another thread.
 pub(crate) fn event_loop(
     backends: &Backends<'_>,
     doorbell: &EventFd,
     exit: &EventFd,
+    kick: &EventFd,
 ) -> Result<(), EventError> {
     let epoll = Epoll::new().map_err(EventError::Wait)?;
-    for (fd, token) in [(doorbell, DOORBELL), (exit, EXIT)] {
+    for (fd, token) in [(doorbell, DOORBELL), (exit, EXIT), (kick, KICK)] {
         epoll
             .ctl(
                 ControlOperation::Add,
@@ -283,7 +332,7 @@ pub(crate) fn event_loop(
             )
             .map_err(EventError::Wait)?;
     }
-    let mut ready = [EpollEvent::default(); 2];
+    let mut ready = [EpollEvent::default(); 3];
     loop {
         let n = match epoll.wait(-1, &mut ready) {
             Ok(n) => n,
@@ -298,6 +347,10 @@ pub(crate) fn event_loop(
                     // WouldBlock only means another reader got there first.
                     let _ = doorbell.read();
                     backends.doorbell()?;
+                }
+                KICK => {
+                    let _ = kick.read();
+                    backends.serve_store()?;
                 }
                 _ => stop = true,
             }
@@ -317,9 +370,15 @@ mod tests {
 
     const MAILBOX: u64 = 0x1000;
     const RING: u64 = 0x2000;
+    const STORE: u64 = 0x3000;
 
     fn mem() -> GuestMemoryMmap {
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x3000)]).unwrap()
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x4000)]).unwrap()
+    }
+
+    fn backends<'a>(m: &'a GuestMemoryMmap, irq: &'a EventFd, out: &'a mut Vec<u8>) -> Backends<'a> {
+        let store = Arc::new(Mutex::new(Store::new(devices::xenstore::Quota::default())));
+        Backends::new(m, MAILBOX, irq, RingPages { console: RING, store: STORE }, out, store, 1)
     }
 
     fn guest_writes_ring(mem: &GuestMemoryMmap, text: &[u8]) {
@@ -348,7 +407,7 @@ mod tests {
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
         let mut out = Vec::new();
         {
-            let b = Backends::new(&m, MAILBOX, &irq, RING, &mut out);
+            let b = backends(&m, &irq, &mut out);
             guest_writes_ring(&m, b"from the ring\n");
             guest_notifies(&m, CONSOLE_EVTCHN);
             b.doorbell().unwrap();
@@ -367,15 +426,77 @@ mod tests {
         let m = mem();
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
         let mut out = Vec::new();
-        let b = Backends::new(&m, MAILBOX, &irq, RING, &mut out);
+        let b = backends(&m, &irq, &mut out);
         guest_notifies(&m, CONSOLE_EVTCHN);
         guest_notifies(&m, STORE_EVTCHN);
         guest_notifies(&m, 4095);
         b.doorbell().unwrap();
         let s = b.stats();
-        assert_eq!((s.ports_notified, s.notified_unserved, s.ports_raised), (3, 2, 0));
+        assert_eq!((s.ports_notified, s.notified_unserved, s.ports_raised), (3, 1, 0));
+        assert_eq!(s.store_passes, 1);
         assert_eq!(to_guest(&m, 0), 0);
         assert!(irq.read().is_err(), "no interrupt for an empty ring");
+    }
+
+    /// The guest side of the store ring: appends `bytes` to `req` and advances `req_prod`.
+    fn guest_sends_store(m: &GuestMemoryMmap, bytes: &[u8]) {
+        use xen_abi::io::xs_wire::XenstoreDomainInterface as X;
+        let prod_at = GuestAddress(STORE + offset_of!(X, req_prod) as u64);
+        let prod: u32 = m.read_obj(prod_at).unwrap();
+        for (i, b) in bytes.iter().enumerate() {
+            let pos = (prod as usize + i) % 1024;
+            m.write_obj(*b, GuestAddress(STORE + offset_of!(X, req) as u64 + pos as u64)).unwrap();
+        }
+        m.write_obj(prod + bytes.len() as u32, prod_at).unwrap();
+    }
+
+    /// Everything in the `rsp` ring the guest has not consumed; consumes it.
+    fn guest_receives_store(m: &GuestMemoryMmap) -> Vec<u8> {
+        use xen_abi::io::xs_wire::XenstoreDomainInterface as X;
+        let cons_at = GuestAddress(STORE + offset_of!(X, rsp_cons) as u64);
+        let cons: u32 = m.read_obj(cons_at).unwrap();
+        let prod: u32 = m.read_obj(GuestAddress(STORE + offset_of!(X, rsp_prod) as u64)).unwrap();
+        let out = (cons..prod)
+            .map(|i| {
+                m.read_obj::<u8>(GuestAddress(STORE + offset_of!(X, rsp) as u64 + (i % 1024) as u64)).unwrap()
+            })
+            .collect();
+        m.write_obj(prod, cons_at).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_store_request_is_answered_in_the_ring_and_the_store_port_raised() {
+        use devices::xenstore::store::message;
+        use xen_abi::io::xs_wire::{XS_READ, XS_WATCH, XS_WATCH_EVENT};
+        let m = mem();
+        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+        let mut out = Vec::new();
+        let b = backends(&m, &irq, &mut out);
+        devices::xenstore::introduce(
+            &mut b.store.lock().unwrap(),
+            &devices::xenstore::DomainEntries { domid: 1, name: "vm".into(), mem_kib: 1024, vcpus: 1 },
+        )
+        .unwrap();
+        guest_sends_store(&m, &message(XS_READ, 9, 0, b"name\0"));
+        guest_notifies(&m, STORE_EVTCHN);
+        b.doorbell().unwrap();
+        assert_eq!(guest_receives_store(&m), message(XS_READ, 9, 0, b"vm"));
+        assert_eq!(to_guest(&m, 0), 1 << STORE_EVTCHN);
+        swap_u64(&m, MAILBOX + TO_GUEST, 0).unwrap();
+
+        // A watch, then a host write elsewhere followed by a kick: the event reaches the ring.
+        guest_sends_store(&m, &message(XS_WATCH, 10, 0, b"control/shutdown\0t\0"));
+        guest_notifies(&m, STORE_EVTCHN);
+        b.doorbell().unwrap();
+        let mut expect = message(XS_WATCH, 10, 0, b"OK\0");
+        expect.extend(message(XS_WATCH_EVENT, 0, 0, b"control/shutdown\0t\0"));
+        assert_eq!(guest_receives_store(&m), expect);
+        swap_u64(&m, MAILBOX + TO_GUEST, 0).unwrap();
+        b.store.lock().unwrap().host_write("/local/domain/1/control/shutdown", b"poweroff").unwrap();
+        b.serve_store().unwrap();
+        assert_eq!(guest_receives_store(&m), message(XS_WATCH_EVENT, 0, 0, b"control/shutdown\0t\0"));
+        assert_eq!(to_guest(&m, 0), 1 << STORE_EVTCHN);
     }
 
     #[test]
@@ -383,7 +504,7 @@ mod tests {
         let m = mem();
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
         let mut out = Vec::new();
-        let b = Backends::new(&m, MAILBOX, &irq, RING, &mut out);
+        let b = backends(&m, &irq, &mut out);
         b.raise(2).unwrap();
         b.raise(5).unwrap();
         b.raise(64 * 3 + 1).unwrap();
@@ -402,7 +523,7 @@ mod tests {
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
         let mut out = Vec::new();
         {
-            let b = Backends::new(&m, MAILBOX, &irq, RING, &mut out);
+            let b = backends(&m, &irq, &mut out);
             guest_writes_ring(&m, b"ring first, ");
             b.console_write(b"console_io second, ").unwrap();
             guest_writes_ring(&m, b"unnotified tail");
@@ -417,7 +538,7 @@ mod tests {
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
         let mut out = Vec::new();
         {
-            let b = Backends::new(&m, MAILBOX, &irq, RING, &mut out);
+            let b = backends(&m, &irq, &mut out);
             m.write_obj(5000u32, GuestAddress(RING + offset_of!(XenconsInterface, out_prod) as u64)).unwrap();
             guest_notifies(&m, CONSOLE_EVTCHN);
             b.doorbell().unwrap();
@@ -432,11 +553,12 @@ mod tests {
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
         let doorbell = EventFd::new(EFD_NONBLOCK).unwrap();
         let exit = EventFd::new(EFD_NONBLOCK).unwrap();
+        let kick = EventFd::new(EFD_NONBLOCK).unwrap();
         let mut out = Vec::new();
         {
-            let b = Backends::new(&m, MAILBOX, &irq, RING, &mut out);
+            let b = backends(&m, &irq, &mut out);
             std::thread::scope(|s| {
-                let t = s.spawn(|| event_loop(&b, &doorbell, &exit));
+                let t = s.spawn(|| event_loop(&b, &doorbell, &exit, &kick));
                 guest_writes_ring(&m, b"one ");
                 guest_notifies(&m, CONSOLE_EVTCHN);
                 doorbell.write(1).unwrap();

@@ -19,7 +19,7 @@ pub mod shim;
 pub mod stats;
 mod vcpu;
 
-pub use api::{Domain, ExitReason, Fault, GuestMode, RunReport};
+pub use api::{Domain, DomainControl, ExitReason, Fault, GuestMode, RunReport, ShutdownRequest};
 pub use config::{parse_mem_size, DomainConfig, ImageSource};
 pub use stats::{EventStats, Stats};
 

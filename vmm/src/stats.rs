@@ -31,7 +31,7 @@ pub struct EventStats {
     /// Guest notifications taken from the mailbox (several sends of one port between two
     /// wake-ups count once).
     pub ports_notified: u64,
-    /// Of those, notifications of ports no backend serves yet (xenstore).
+    /// Of those, notifications of ports no backend serves.
     pub notified_unserved: u64,
     /// Guest ports the VMM raised.
     pub ports_raised: u64,
@@ -39,6 +39,8 @@ pub struct EventStats {
     pub irqs: u64,
     /// Bytes taken from the PV console ring.
     pub console_ring_bytes: u64,
+    /// Passes over the xenstore ring (store-port notifications and store changes).
+    pub store_passes: u64,
 }
 
 /// Statistics of one run.
@@ -150,8 +152,14 @@ impl fmt::Display for Stats {
         if *e != EventStats::default() {
             writeln!(
                 f,
-                "  host events: {} doorbell wake-ups, {} notifications ({} unserved), {} raises ({} irqfd writes), {} console ring bytes",
-                e.doorbell_wakeups, e.ports_notified, e.notified_unserved, e.ports_raised, e.irqs, e.console_ring_bytes
+                "  host events: {} doorbell wake-ups, {} notifications ({} unserved), {} raises ({} irqfd writes), {} console ring bytes, {} xenstore ring passes",
+                e.doorbell_wakeups,
+                e.ports_notified,
+                e.notified_unserved,
+                e.ports_raised,
+                e.irqs,
+                e.console_ring_bytes,
+                e.store_passes
             )?;
         }
         Ok(())

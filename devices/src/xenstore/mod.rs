@@ -4,6 +4,7 @@
 //! `path` validates names, `tree` holds nodes and permissions, `store` answers requests as
 //! C xenstored answers a domU, `wire` frames messages from the ring bytes.
 
+pub mod domain;
 pub mod path;
 pub mod store;
 pub mod tree;
@@ -12,4 +13,5 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
+pub use domain::{introduce, DomainEntries};
 pub use store::{Quota, Store};

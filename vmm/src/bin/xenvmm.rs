@@ -36,6 +36,9 @@ struct Cli {
     /// Virtual CPUs (only 1 until SMP support lands)
     #[arg(long, value_name = "N", default_value_t = 1)]
     cpus: u32,
+    /// The domain's name, as the guest reads it from xenstore
+    #[arg(long, value_name = "NAME", default_value = vmm::config::DEFAULT_NAME)]
+    name: String,
     /// Print VM exits, hypercalls and timings on stderr when the guest ends
     #[arg(long)]
     stats: bool,
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         cmdline: cli.cmdline,
         mem_bytes: cli.mem,
         vcpus: cli.cpus,
+        name: cli.name,
     };
     let domain = match Domain::new(&cfg) {
         Ok(d) => d,
