@@ -12,7 +12,8 @@
 
 use crate::builder::{self, DomainSpec};
 use crate::config::DomainConfig;
-use crate::events::{self, Backends, EventError, RingPages, HOST_PORTS};
+use crate::events::{self, Backends, ConsoleInput, EventError, RingPages, CONSOLE_INPUT_QUEUE, HOST_PORTS};
+use crate::kvm::interrupt::StopState;
 use crate::kvm::{self, EventFds, Vm};
 use crate::memory::Layout;
 use crate::shim::{self, PlacedShim, ShimImage};
@@ -87,6 +88,8 @@ pub enum ExitReason {
     OtherShutdown(u32),
     /// The shim killed the domain (Xen's `domain_crash`): an unhandled exception.
     Faulted(Box<Fault>),
+    /// The host stopped the domain before it shut down ([`DomainControl::stop`]).
+    Stopped,
 }
 
 impl ExitReason {
@@ -104,7 +107,8 @@ impl ExitReason {
 
     /// The `xenvmm` process exit status for this ending (documented in the README):
     /// 0 poweroff, 3 reboot, 4 crash, 5 faulted, 6 watchdog, 7 suspend, 8 soft reset,
-    /// 9 unknown reason. (1 is a xenvmm error, 2 a command-line error.)
+    /// 9 unknown reason, 10 stopped by the host. (1 is a xenvmm error, 2 a command-line
+    /// error.)
     pub fn exit_code(&self) -> i32 {
         match self {
             ExitReason::Poweroff => 0,
@@ -115,6 +119,7 @@ impl ExitReason {
             ExitReason::Suspend => 7,
             ExitReason::SoftReset => 8,
             ExitReason::OtherShutdown(_) => 9,
+            ExitReason::Stopped => 10,
         }
     }
 }
@@ -130,6 +135,7 @@ impl fmt::Display for ExitReason {
             ExitReason::SoftReset => write!(f, "asked for a soft reset (not supported yet)"),
             ExitReason::OtherShutdown(r) => write!(f, "shut down with unknown reason {r}"),
             ExitReason::Faulted(x) => write!(f, "faulted: {}", x.message),
+            ExitReason::Stopped => write!(f, "was stopped by the host before it shut down"),
         }
     }
 }
@@ -139,6 +145,9 @@ impl fmt::Display for ExitReason {
 pub struct RunReport {
     pub exit: ExitReason,
     pub stats: Stats,
+    /// The last few KiB of console output (for a crash report when the console went to a
+    /// place nobody watches).
+    pub console_tail: Vec<u8>,
 }
 
 /// A PV domain, built and ready to run.
@@ -152,8 +161,10 @@ pub struct Domain {
     /// The PV console and xenstore ring pages.
     rings: RingPages,
     store: Arc<Mutex<Store>>,
-    /// Written when something other than the guest changed the store.
+    /// Written when another thread left work for the event thread (store changes, input).
     kick: Arc<EventFd>,
+    input: ConsoleInput,
+    stop: Arc<StopState>,
     kvm_stats: Option<std::fs::File>,
     started: Instant,
     setup_done: Instant,
@@ -169,6 +180,8 @@ fn load(what: &'static str, src: &crate::config::ImageSource) -> Result<Arc<[u8]
 pub struct DomainControl {
     store: Arc<Mutex<Store>>,
     kick: Arc<EventFd>,
+    input: ConsoleInput,
+    stop: Arc<StopState>,
 }
 
 /// What `control/shutdown` asks of the guest (libxl's `xl shutdown` / `xl reboot`).
@@ -199,6 +212,14 @@ impl DomainControl {
         self.kick_store();
     }
 
+    /// Whether the guest said it acts on `control/shutdown = poweroff` (Linux writes
+    /// `control/feature-poweroff = 1` once its xenbus is up).
+    pub fn guest_can_power_off(&self) -> bool {
+        let path = format!("{}/control/feature-poweroff\0", xenstore::path::domain_path(shim::GUEST_DOMID));
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        store.host(xen_abi::io::xs_wire::XS_READ, path.as_bytes()).is_ok_and(|v| v == b"1")
+    }
+
     /// The store shared with the guest's xenstore connection. Whoever changes it must call
     /// [`Self::kick_store`] afterwards so that the guest's watch events are delivered.
     pub fn store(&self) -> Arc<Mutex<Store>> {
@@ -210,12 +231,40 @@ impl DomainControl {
         // Fails only when the counter is full, and then a wake-up is pending anyway.
         let _ = self.kick.write(1);
     }
+
+    /// Queues keyboard input for the guest's console (`hvc0`). Returns how many bytes were
+    /// taken: fewer than given when [`CONSOLE_INPUT_QUEUE`] bytes already wait because the
+    /// guest is not reading; the caller retries the rest later.
+    pub fn console_input(&self, bytes: &[u8]) -> usize {
+        let n = {
+            let mut q = self.input.lock().unwrap_or_else(|e| e.into_inner());
+            let n = bytes.len().min(CONSOLE_INPUT_QUEUE.saturating_sub(q.len()));
+            q.extend(&bytes[..n]);
+            n
+        };
+        if n > 0 {
+            self.kick_store();
+        }
+        n
+    }
+
+    /// Stops the domain now, without asking the guest ([`ExitReason::Stopped`]): interrupts
+    /// the vCPU and waits up to `wait` for its run loop to end. Returns whether it ended.
+    /// Before the run starts, the run then ends at once.
+    pub fn stop(&self, wait: std::time::Duration) -> bool {
+        self.stop.stop(wait)
+    }
 }
 
 impl Domain {
     /// A handle for requests to the domain while it runs (shutdown, the store).
     pub fn control(&self) -> DomainControl {
-        DomainControl { store: self.store.clone(), kick: self.kick.clone() }
+        DomainControl {
+            store: self.store.clone(),
+            kick: self.kick.clone(),
+            input: self.input.clone(),
+            stop: self.stop.clone(),
+        }
     }
 
     /// Checks the configuration and images, opens KVM, and builds the domain: memory, shim,
@@ -300,6 +349,8 @@ impl Domain {
             rings: RingPages { console: built.console_mfn << 12, store: built.store_mfn << 12 },
             store,
             kick: Arc::new(kick),
+            input: ConsoleInput::default(),
+            stop: Arc::default(),
             kvm_stats,
             started,
             setup_done: Instant::now(),
@@ -319,8 +370,7 @@ impl Domain {
             &self.events.irq,
             self.rings,
             console,
-            self.store.clone(),
-            shim::GUEST_DOMID,
+            events::Shared { store: self.store.clone(), domid: shim::GUEST_DOMID, input: self.input.clone() },
         );
         let mut exits = ExitCounts::default();
         let run_start = Instant::now();
@@ -339,6 +389,7 @@ impl Domain {
                 backends: &backends,
                 exits: &mut exits,
                 ram: self.placed.ram(),
+                stop: &self.stop,
             }
             .run();
             // If this write failed the thread would never stop and the scope would hang; an
@@ -366,6 +417,6 @@ impl Domain {
             shim,
             events: backends.stats(),
         };
-        Ok(RunReport { exit, stats })
+        Ok(RunReport { exit, stats, console_tail: backends.console_tail() })
     }
 }

@@ -41,6 +41,7 @@ use crate::stats::EventStats;
 use devices::console::{ConsoleError, ConsoleRing};
 use devices::xenstore::wire::StoreRing;
 use devices::xenstore::Store;
+use std::collections::VecDeque;
 use std::io::Write;
 use std::mem::offset_of;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -82,11 +83,35 @@ pub enum EventError {
     Panicked,
 }
 
-/// The console ring's consumer and the writer its text goes to, locked together.
+/// The console ring's consumer and the writer its text goes to, locked together, with the
+/// last bytes written (for a crash report).
 struct ConsoleOut<'w> {
     ring: ConsoleRing,
     writer: &'w mut (dyn Write + Send),
+    tail: VecDeque<u8>,
 }
+
+/// How much console output [`Backends::console_tail`] keeps.
+pub const CONSOLE_TAIL_BYTES: usize = 4096;
+/// How much keyboard input waits for room in the guest's `in` ring before senders are told
+/// to wait.
+pub const CONSOLE_INPUT_QUEUE: usize = 64 * 1024;
+
+impl ConsoleOut<'_> {
+    fn emit(&mut self, bytes: &[u8]) {
+        // A console that went away (closed pipe) must not stop the guest.
+        let _ = self.writer.write_all(bytes);
+        let _ = self.writer.flush();
+        let keep = bytes.len().min(CONSOLE_TAIL_BYTES);
+        let excess = (self.tail.len() + keep).saturating_sub(CONSOLE_TAIL_BYTES);
+        self.tail.drain(..excess);
+        self.tail.extend(&bytes[bytes.len() - keep..]);
+    }
+}
+
+/// Keyboard input on its way to the guest's console `in` ring, shared with the threads that
+/// produce it.
+pub type ConsoleInput = Arc<Mutex<VecDeque<u8>>>;
 
 #[derive(Default)]
 struct Counters {
@@ -97,6 +122,14 @@ struct Counters {
     console_bytes: AtomicU64,
     unserved: AtomicU64,
     store_passes: AtomicU64,
+}
+
+/// What the event thread shares with the rest of the VMM: the store (with the guest's domid)
+/// and the keyboard input queue.
+pub(crate) struct Shared {
+    pub store: Arc<Mutex<Store>>,
+    pub domid: u16,
+    pub input: ConsoleInput,
 }
 
 /// Guest-physical addresses of the pages the builder gave the guest's backends.
@@ -116,6 +149,7 @@ pub(crate) struct Backends<'a> {
     console: Mutex<ConsoleOut<'a>>,
     store_ring: Mutex<StoreRing>,
     store: Arc<Mutex<Store>>,
+    input: ConsoleInput,
     counts: Counters,
     /// Guest-triggerable warnings are logged once each.
     warned_corrupt_ring: AtomicBool,
@@ -133,16 +167,21 @@ impl<'a> Backends<'a> {
         irq: &'a EventFd,
         rings: RingPages,
         writer: &'a mut (dyn Write + Send),
-        store: Arc<Mutex<Store>>,
-        domid: u16,
+        shared: Shared,
     ) -> Backends<'a> {
+        let Shared { store, domid, input } = shared;
         Backends {
             mem,
             mailbox_gpa,
             irq,
-            console: Mutex::new(ConsoleOut { ring: ConsoleRing::new(GuestAddress(rings.console)), writer }),
+            console: Mutex::new(ConsoleOut {
+                ring: ConsoleRing::new(GuestAddress(rings.console)),
+                writer,
+                tail: VecDeque::new(),
+            }),
             store_ring: Mutex::new(StoreRing::new(GuestAddress(rings.store), domid)),
             store,
+            input,
             counts: Counters::default(),
             warned_corrupt_ring: AtomicBool::new(false),
             warned_unserved: AtomicBool::new(false),
@@ -177,7 +216,11 @@ impl<'a> Backends<'a> {
     fn notified(&self, port: u32) -> Result<(), EventError> {
         self.counts.notified.fetch_add(1, Ordering::Relaxed);
         match HOST_PORTS.iter().find(|(p, _, _)| *p == port).map(|h| h.2) {
-            Some(Service::Console) => self.drain_console(true),
+            Some(Service::Console) => {
+                self.drain_console(true)?;
+                // The guest may have consumed input and made room for more.
+                self.feed_console()
+            }
             Some(Service::Xenstore) => self.serve_store(),
             None => {
                 self.counts.unserved.fetch_add(1, Ordering::Relaxed);
@@ -209,6 +252,41 @@ impl<'a> Backends<'a> {
                 Ok(())
             }
         }
+    }
+
+    /// Moves queued keyboard input into the console's `in` ring, as much as fits, and raises
+    /// the console port if any went in.
+    pub fn feed_console(&self) -> Result<(), EventError> {
+        let moved = {
+            let out = self.console();
+            let mut q = self.input.lock().unwrap_or_else(|e| e.into_inner());
+            if q.is_empty() {
+                return Ok(());
+            }
+            let (a, b) = q.as_slices();
+            let first = if a.is_empty() { b } else { a };
+            match out.ring.put_input(self.mem, first) {
+                Ok(n) => {
+                    q.drain(..n);
+                    n
+                }
+                Err(e) => {
+                    if !self.warned_corrupt_ring.swap(true, Ordering::Relaxed) {
+                        log::warn!("{e}; keyboard input waits until the guest repairs it");
+                    }
+                    0
+                }
+            }
+        };
+        if moved > 0 {
+            self.raise(CONSOLE_EVTCHN)?;
+        }
+        Ok(())
+    }
+
+    /// The last [`CONSOLE_TAIL_BYTES`] of console output.
+    pub fn console_tail(&self) -> Vec<u8> {
+        self.console().tail.iter().copied().collect()
     }
 
     /// Raises guest port `port` (domain 0's `EVTCHNOP_send` on the other end).
@@ -253,9 +331,7 @@ impl<'a> Backends<'a> {
             Ok([]) => false,
             Ok(bytes) => {
                 counts.console_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                // A console that went away (closed pipe) must not stop the guest.
-                let _ = out.writer.write_all(bytes);
-                let _ = out.writer.flush();
+                out.emit(bytes);
                 true
             }
             Err(e @ (ConsoleError::CorruptIndices { .. } | ConsoleError::CorruptInput { .. })) => {
@@ -279,8 +355,7 @@ impl<'a> Backends<'a> {
         let taken = {
             let mut out = self.console();
             let taken = Self::drain_locked(&mut out, &self.counts, &self.warned_corrupt_ring, self.mem);
-            let _ = out.writer.write_all(bytes);
-            let _ = out.writer.flush();
+            out.emit(bytes);
             taken
         };
         if taken {
@@ -351,6 +426,7 @@ pub(crate) fn event_loop(
                 KICK => {
                     let _ = kick.read();
                     backends.serve_store()?;
+                    backends.feed_console()?;
                 }
                 _ => stop = true,
             }
@@ -378,7 +454,14 @@ mod tests {
 
     fn backends<'a>(m: &'a GuestMemoryMmap, irq: &'a EventFd, out: &'a mut Vec<u8>) -> Backends<'a> {
         let store = Arc::new(Mutex::new(Store::new(devices::xenstore::Quota::default())));
-        Backends::new(m, MAILBOX, irq, RingPages { console: RING, store: STORE }, out, store, 1)
+        Backends::new(
+            m,
+            MAILBOX,
+            irq,
+            RingPages { console: RING, store: STORE },
+            out,
+            Shared { store, domid: 1, input: Arc::default() },
+        )
     }
 
     fn guest_writes_ring(mem: &GuestMemoryMmap, text: &[u8]) {
@@ -436,6 +519,35 @@ mod tests {
         assert_eq!(s.store_passes, 1);
         assert_eq!(to_guest(&m, 0), 0);
         assert!(irq.read().is_err(), "no interrupt for an empty ring");
+    }
+
+    #[test]
+    fn keyboard_input_fills_the_in_ring_and_the_rest_waits_for_room() {
+        use xen_abi::io::console::XENCONS_IN_SIZE;
+        let m = mem();
+        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+        let mut out = Vec::new();
+        let b = backends(&m, &irq, &mut out);
+        let typed: Vec<u8> = (0..XENCONS_IN_SIZE + 100).map(|i| b'a' + (i % 26) as u8).collect();
+        b.input.lock().unwrap().extend(&typed);
+        b.feed_console().unwrap();
+        let at = |f: usize| GuestAddress(RING + f as u64);
+        let prod: u32 = m.read_obj(at(offset_of!(XenconsInterface, in_prod))).unwrap();
+        assert_eq!(prod as usize, XENCONS_IN_SIZE, "the ring is full");
+        assert_eq!(b.input.lock().unwrap().len(), 100, "the rest waits");
+        assert_eq!(to_guest(&m, 0), 1 << CONSOLE_EVTCHN);
+        let mut got = vec![0u8; XENCONS_IN_SIZE];
+        m.read_slice(&mut got, at(offset_of!(XenconsInterface, r#in))).unwrap();
+        assert_eq!(got, typed[..XENCONS_IN_SIZE]);
+        // The guest reads 60 bytes and notifies: 60 more go in, wrapping around.
+        m.write_obj(60u32, at(offset_of!(XenconsInterface, in_cons))).unwrap();
+        guest_notifies(&m, CONSOLE_EVTCHN);
+        b.doorbell().unwrap();
+        let prod: u32 = m.read_obj(at(offset_of!(XenconsInterface, in_prod))).unwrap();
+        assert_eq!(prod as usize, XENCONS_IN_SIZE + 60);
+        assert_eq!(b.input.lock().unwrap().len(), 40);
+        let first: u8 = m.read_obj(at(offset_of!(XenconsInterface, r#in))).unwrap();
+        assert_eq!(first, typed[XENCONS_IN_SIZE]);
     }
 
     /// The guest side of the store ring: appends `bytes` to `req` and advances `req_prod`.

@@ -125,6 +125,16 @@ impl fmt::Display for Stats {
             if !emulated.is_empty() {
                 writeln!(f, "  emulated instructions: {}", emulated.join(", "))?;
             }
+            let ports: Vec<String> = s
+                .io_ports
+                .iter()
+                .zip(s.io_port_counts.iter())
+                .filter(|(_, &n)| n > 0)
+                .map(|(p, n)| format!("{p:#x} {n}"))
+                .collect();
+            if !ports.is_empty() {
+                writeln!(f, "  port I/O by port: {}", ports.join(", "))?;
+            }
             let [host, timer, other] = s.interrupts;
             let shim: Vec<String> = [
                 ("event upcalls", s.upcalls),

@@ -3,6 +3,7 @@
 
 use crate::api::{ExitReason, Fault, GuestMode};
 use crate::events::Backends;
+use crate::kvm::interrupt::StopState;
 use crate::stats::ExitCounts;
 use crate::Error;
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -18,12 +19,23 @@ pub(crate) struct VcpuRunner<'a, 'b> {
     pub exits: &'a mut ExitCounts,
     /// The domain's RAM: the only frames `HC_RELEASE_FRAMES` may drop.
     pub ram: &'a [MfnRange],
+    pub stop: &'a StopState,
 }
 
 impl VcpuRunner<'_, '_> {
-    /// Runs until the domain ends; returns why.
+    /// Runs until the domain ends or the host stops it; returns why.
     pub fn run(&mut self) -> Result<ExitReason, Error> {
+        self.stop.enter();
+        let r = self.run_loop();
+        self.stop.leave();
+        r
+    }
+
+    fn run_loop(&mut self) -> Result<ExitReason, Error> {
         loop {
+            if self.stop.requested() {
+                return Ok(ExitReason::Stopped);
+            }
             let exit = match self.vcpu.run() {
                 Ok(e) => e,
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {

@@ -17,7 +17,7 @@
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Bumped whenever any struct or number in this module changes meaning.
-pub const HOSTCALL_VERSION: u32 = 4;
+pub const HOSTCALL_VERSION: u32 = 5;
 /// `BootInfo::magic`: "XENVMMBI".
 pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"XENVMMBI");
 
@@ -301,7 +301,14 @@ pub struct ShimStats {
     pub release_hostcalls: u64,
     /// Frames handed back to the domain (`XENMEM_populate_physmap`, `_increase_reservation`).
     pub frames_populated: u64,
+    /// Emulated port I/O by port: the first [`IO_PORT_SLOTS`] ports the guest used, with
+    /// their access counts (a diagnostic: a PV guest should hardly touch ports).
+    pub io_ports: [u32; IO_PORT_SLOTS],
+    pub io_port_counts: [u64; IO_PORT_SLOTS],
 }
+
+/// Ports [`ShimStats::io_ports`] tracks.
+pub const IO_PORT_SLOTS: usize = 16;
 
 /// Index of [`ShimStats::emulated`]: what the shim emulated for the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -114,6 +114,20 @@ fn io_write<M: Machine>(s: &mut Shim<M>, mut port: u32, mut bytes: u32, mut data
     }
 }
 
+/// Counts an access to `port` in the first free or matching slot of the statistics.
+fn count_port<M: Machine>(s: &mut Shim<M>, port: u32) {
+    let st = s.m.stats();
+    for i in 0..st.io_ports.len() {
+        if st.io_port_counts[i] == 0 {
+            st.io_ports[i] = port;
+        }
+        if st.io_ports[i] == port {
+            st.io_port_counts[i] += 1;
+            return;
+        }
+    }
+}
+
 /// in/out/ins/outs from either guest mode.
 pub(super) fn port_io<M: Machine>(s: &mut Shim<M>, regs: &mut GuestRegs, insn: Decoded) -> Emulated {
     let port = |p: PortSrc, regs: &GuestRegs| match p {
@@ -148,6 +162,7 @@ pub(super) fn port_io<M: Machine>(s: &mut Shim<M>, regs: &mut GuestRegs, insn: D
         _ => return Emulated::NotEmulated,
     }
     s.count(EmulKind::PortIo);
+    count_port(s, first);
     instruction_done(s, regs, len)
 }
 
@@ -213,6 +228,7 @@ fn string_io<M: Machine>(
         }
     }
     s.count(EmulKind::PortIo);
+    count_port(s, p);
     if count != 0 {
         // Cut short: rip stays on the instruction, which faults again and goes on.
         return Emulated::Done;

@@ -8,6 +8,7 @@
 //! [`VECTOR_HOST_EVENT`] in the shim.
 
 pub mod cpuid;
+pub mod interrupt;
 pub mod stats;
 
 use kvm_bindings::{
