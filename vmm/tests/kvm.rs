@@ -425,6 +425,22 @@ fn main() {
         std::process::exit(status.code().unwrap_or(1));
     }
     let tests = vec![
+        Trial::test(
+            "debian_kernel_boots_to_init_runs_commands_and_powers_off",
+            debian_kernel_boots_to_init_runs_commands_and_powers_off,
+        ),
+        Trial::test(
+            "debian_shell_answers_console_input_and_sigterm_powers_it_off",
+            debian_shell_answers_console_input_and_sigterm_powers_it_off,
+        ),
+        Trial::test(
+            "debian_kernel_with_a_hypercall_page_boots_and_its_panic_is_a_crash",
+            debian_kernel_with_a_hypercall_page_boots_and_its_panic_is_a_crash,
+        ),
+        Trial::test(
+            "sigterm_stops_a_guest_that_cannot_power_off_with_status_10",
+            sigterm_stops_a_guest_that_cannot_power_off_with_status_10,
+        ),
         Trial::test("hello_guest_prints_and_powers_off", hello_guest_prints_and_powers_off),
         Trial::test("hypercall_page_guest_works", hypercall_page_guest_works),
         Trial::test("crash_guest_exits_4", crash_guest_exits_4),
@@ -486,4 +502,210 @@ fn main() {
         ),
     ];
     libtest_mimic::run(&args, tests).exit();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Debian's kernel as the guest.
+
+/// Where scripts fetch Debian's packages (the same default as scripts/lib.sh).
+fn cache_dir() -> PathBuf {
+    std::env::var_os("XENVMM_CACHE").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/cache"))
+}
+
+/// Debian's kernel of `flavour` and the test initramfs for it, prepared by `scripts/setup`
+/// (`scripts/prepare-linux-guests`).
+fn linux_guest(flavour: &str) -> Result<(String, String), Failed> {
+    let dir = cache_dir().join("linux").join(flavour);
+    let (k, i) = (dir.join("vmlinuz"), dir.join("initrd.gz"));
+    if !k.is_file() || !i.is_file() {
+        return Err(format!(
+            "{} lacks vmlinuz or initrd.gz: run scripts/setup (it fetches Debian's kernels and builds the test initramfs)",
+            dir.display()
+        )
+        .into());
+    }
+    Ok((k.display().to_string(), i.display().to_string()))
+}
+
+/// A running xenvmm whose stdout is collected by a thread.
+struct Running {
+    child: std::process::Child,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+    err: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+/// How long a Debian boot may take in the nested test host (about a minute when idle).
+const LINUX_BOOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(420);
+
+impl Running {
+    fn start(args: &[&str]) -> Running {
+        use std::process::Stdio;
+        let mut child = Command::new(XENVMM)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot run xenvmm");
+        let collect = |mut r: Box<dyn std::io::Read + Send>| {
+            let buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+            let b = buf.clone();
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = r.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    b.lock().unwrap().push_str(&String::from_utf8_lossy(&chunk[..n]));
+                }
+            });
+            buf
+        };
+        let out = collect(Box::new(child.stdout.take().unwrap()));
+        let err = collect(Box::new(child.stderr.take().unwrap()));
+        Running { child, out, err }
+    }
+
+    fn transcript(&self) -> String {
+        format!("--- stdout\n{}\n--- stderr\n{}", self.out.lock().unwrap(), self.err.lock().unwrap())
+    }
+
+    /// Waits until stdout contains `needle` after byte `from`; returns the offset after it.
+    fn wait_for(&mut self, needle: &str, from: usize, timeout: std::time::Duration) -> Result<usize, Failed> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(at) = self.out.lock().unwrap().get(from..).and_then(|s| s.find(needle)) {
+                return Ok(from + at + needle.len());
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                // Let the reader threads catch up before judging.
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                if let Some(at) = self.out.lock().unwrap().get(from..).and_then(|s| s.find(needle)) {
+                    return Ok(from + at + needle.len());
+                }
+                return Err(
+                    format!("xenvmm ended ({st}) before printing {needle:?}\n{}", self.transcript()).into()
+                );
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                return Err(format!("no {needle:?} within {timeout:?}\n{}", self.transcript()).into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    fn send(&mut self, text: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(text.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits for the exit status (killing xenvmm after `timeout`).
+    fn wait_exit(&mut self, timeout: std::time::Duration) -> Result<i32, Failed> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                return st
+                    .code()
+                    .ok_or_else(|| format!("xenvmm died by a signal: {st}\n{}", self.transcript()).into());
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                return Err(format!("xenvmm did not exit within {timeout:?}\n{}", self.transcript()).into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+const INIT_MARKER: &str = "xenvmm-init: ready";
+
+fn debian_kernel_boots_to_init_runs_commands_and_powers_off() -> Result<(), Failed> {
+    let (k, i) = linux_guest("current")?;
+    let t0 = std::time::Instant::now();
+    let mut r =
+        Running::start(&["--kernel", &k, "--initrd", &i, "--cmdline", "console=hvc0 xenvmm.test", "--stats"]);
+    let at = r.wait_for(INIT_MARKER, 0, LINUX_BOOT_TIMEOUT)?;
+    let to_marker = t0.elapsed();
+    let code = r.wait_exit(LINUX_BOOT_TIMEOUT)?;
+    let out = r.out.lock().unwrap().clone();
+    let tail = &out[at..];
+    for needle in ["hypervisor xen", "Linux (none) 6.1.0-", "model name", "xenvmm-init: 50 fork/exec done"] {
+        expect_contains(tail, needle, "the guest's console after the /init marker")
+            .map_err(|e| format!("{}\n{}", e.message().unwrap_or_default(), r.transcript()))?;
+    }
+    if code != 0 {
+        return Err(format!("exit status {code}, expected 0 (poweroff)\n{}", r.transcript()).into());
+    }
+    eprintln!(
+        "# debian current: /init marker after {:.1} s, exit after {:.1} s",
+        to_marker.as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn debian_shell_answers_console_input_and_sigterm_powers_it_off() -> Result<(), Failed> {
+    let (k, i) = linux_guest("current")?;
+    let mut r = Running::start(&["--kernel", &k, "--initrd", &i, "--shutdown-grace", "120"]);
+    let at = r.wait_for(INIT_MARKER, 0, LINUX_BOOT_TIMEOUT)?;
+    let at = r.wait_for("# ", at, LINUX_BOOT_TIMEOUT)?;
+    r.send("echo answer-$((6 * 7)); cat /sys/hypervisor/type\n");
+    let at = r.wait_for("answer-42", at, LINUX_BOOT_TIMEOUT)?;
+    r.wait_for("xen", at, LINUX_BOOT_TIMEOUT)?;
+    // Orderly: xenvmm writes control/shutdown, Linux runs its power-off path.
+    r.signal(libc::SIGTERM);
+    let code = r.wait_exit(LINUX_BOOT_TIMEOUT)?;
+    let err = r.err.lock().unwrap().clone();
+    expect_contains(&err, "SIGTERM: asking the guest to power off", "stderr")?;
+    if code != 0 {
+        return Err(format!(
+            "exit status {code} after SIGTERM, expected 0 (the guest powered off)\n{}",
+            r.transcript()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn debian_kernel_with_a_hypercall_page_boots_and_its_panic_is_a_crash() -> Result<(), Failed> {
+    let (k, i) = linux_guest("hypercall-page")?;
+    let mut r = Running::start(&["--kernel", &k, "--initrd", &i]);
+    let at = r.wait_for(INIT_MARKER, 0, LINUX_BOOT_TIMEOUT)?;
+    let at = r.wait_for("# ", at, LINUX_BOOT_TIMEOUT)?;
+    r.send("uname -r\n");
+    r.wait_for("5.10.0-", at, LINUX_BOOT_TIMEOUT)?;
+    r.send("echo c > /proc/sysrq-trigger\n");
+    let code = r.wait_exit(LINUX_BOOT_TIMEOUT)?;
+    if code != 4 {
+        return Err(
+            format!("exit status {code} after a panic, expected 4 (crash)\n{}", r.transcript()).into()
+        );
+    }
+    let err = r.err.lock().unwrap().clone();
+    expect_contains(&err, "the guest's last console lines:", "stderr")?;
+    expect_contains(&err, "Kernel panic", "stderr (the kept console lines)")
+}
+
+fn sigterm_stops_a_guest_that_cannot_power_off_with_status_10() -> Result<(), Failed> {
+    // The bench guest loops for a long time and has no xenstore: nothing answers control/shutdown.
+    let mut r = Running::start(&["--kernel", guests::BENCH, "--cmdline", "iters=100000000"]);
+    r.wait_for("# bench: TSC read pair", 0, std::time::Duration::from_secs(60))?;
+    r.signal(libc::SIGTERM);
+    let code = r.wait_exit(std::time::Duration::from_secs(30))?;
+    let err = r.err.lock().unwrap().clone();
+    expect_contains(&err, "has not said it can power off", "stderr")?;
+    expect_contains(&err, "was stopped by the host", "stderr")?;
+    if code != 10 {
+        return Err(format!("exit status {code}, expected 10\n{}", r.transcript()).into());
+    }
+    Ok(())
 }
