@@ -14,4 +14,4 @@ pub mod wire;
 mod tests;
 
 pub use domain::{introduce, DomainEntries};
-pub use store::{Quota, Store};
+pub use store::{ConnId, Quota, Store};
