@@ -359,6 +359,14 @@ impl Store {
         self.conns.get(&conn.into()).map_or(0, |d| d.outbox.len())
     }
 
+    /// Connections, watches and open transactions, all connections together.
+    #[cfg(test)]
+    pub(crate) fn conns_for_test(&self) -> (usize, usize, usize) {
+        let w = self.conns.values().map(|c| c.watches.len()).sum();
+        let t = self.conns.values().map(|c| c.transactions.len()).sum();
+        (self.conns.len(), w, t)
+    }
+
     /// The quota in force.
     pub fn quota(&self) -> Quota {
         self.quota
