@@ -165,6 +165,8 @@ pub struct Domain {
     kick: Arc<EventFd>,
     input: ConsoleInput,
     stop: Arc<StopState>,
+    /// Where to serve the store to dom0 tools while the domain runs.
+    xenstore_socket: Option<std::path::PathBuf>,
     kvm_stats: Option<std::fs::File>,
     started: Instant,
     setup_done: Instant,
@@ -351,6 +353,7 @@ impl Domain {
             kick: Arc::new(kick),
             input: ConsoleInput::default(),
             stop: Arc::default(),
+            xenstore_socket: cfg.xenstore_socket.clone(),
             kvm_stats,
             started,
             setup_done: Instant::now(),
@@ -364,6 +367,18 @@ impl Domain {
     /// never at the same time.
     pub fn run(mut self, console: &mut (dyn Write + Send)) -> Result<RunReport, Error> {
         let exit_evt = EventFd::new(EFD_NONBLOCK).map_err(|e| Error::Events(EventError::Spawn(e)))?;
+        // Dom0 tools on the socket: after their requests the event thread re-serves the ring
+        // (a kick), and after the guest's requests it wakes the server for their watch events.
+        // Dropped (stopped, socket removed) when `run` returns.
+        let xs_server = match &self.xenstore_socket {
+            Some(path) => {
+                let kick = self.kick.clone();
+                Some(devices::xenstore::socket::Server::start(path, self.store.clone(), move || {
+                    let _ = kick.write(1);
+                })?)
+            }
+            None => None,
+        };
         let backends = Backends::new(
             &self.mem,
             self.placed.mailbox_gpa,
@@ -371,7 +386,8 @@ impl Domain {
             self.rings,
             console,
             events::Shared { store: self.store.clone(), domid: shim::GUEST_DOMID, input: self.input.clone() },
-        );
+        )
+        .with_store_waker(xs_server.as_ref().map(|s| s.waker()));
         let mut exits = ExitCounts::default();
         let run_start = Instant::now();
         let (result, served) = std::thread::scope(|s| {

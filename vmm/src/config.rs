@@ -57,6 +57,9 @@ pub struct DomainConfig {
     pub vcpus: u32,
     /// The domain's name (xenstore `name`).
     pub name: String,
+    /// Serve the domain's xenstore to dom0 tools (xenstore-utils with `XENSTORED_PATH`) on a
+    /// Unix socket at this path while it runs.
+    pub xenstore_socket: Option<PathBuf>,
 }
 
 impl DomainConfig {
@@ -69,6 +72,7 @@ impl DomainConfig {
             mem_bytes: DEFAULT_MEM_BYTES,
             vcpus: 1,
             name: DEFAULT_NAME.into(),
+            xenstore_socket: None,
         }
     }
 }

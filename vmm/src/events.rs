@@ -39,6 +39,7 @@
 use crate::memory::atomic::{fetch_or_u64, load_u64, swap_u64, AtomicWordError};
 use crate::stats::EventStats;
 use devices::console::{ConsoleError, ConsoleRing};
+use devices::xenstore::socket::Waker;
 use devices::xenstore::wire::StoreRing;
 use devices::xenstore::Store;
 use std::collections::VecDeque;
@@ -150,6 +151,8 @@ pub(crate) struct Backends<'a> {
     store_ring: Mutex<StoreRing>,
     store: Arc<Mutex<Store>>,
     input: ConsoleInput,
+    /// Wakes the dom0 socket server after the guest's requests (its clients' watches).
+    store_waker: Option<Waker>,
     counts: Counters,
     /// Guest-triggerable warnings are logged once each.
     warned_corrupt_ring: AtomicBool,
@@ -182,11 +185,19 @@ impl<'a> Backends<'a> {
             store_ring: Mutex::new(StoreRing::new(GuestAddress(rings.store), domid)),
             store,
             input,
+            store_waker: None,
             counts: Counters::default(),
             warned_corrupt_ring: AtomicBool::new(false),
             warned_unserved: AtomicBool::new(false),
             warned_store: AtomicBool::new(false),
         }
+    }
+
+    /// Wakes `waker` whenever the guest's ring moved, so socket clients get the watch events
+    /// the guest's requests fired.
+    pub fn with_store_waker(mut self, waker: Option<Waker>) -> Backends<'a> {
+        self.store_waker = waker;
+        self
     }
 
     fn console(&self) -> MutexGuard<'_, ConsoleOut<'a>> {
@@ -243,7 +254,12 @@ impl<'a> Backends<'a> {
             ring.service(self.mem, &mut store)
         };
         match moved {
-            Ok(true) => self.raise(STORE_EVTCHN),
+            Ok(true) => {
+                if let Some(w) = &self.store_waker {
+                    w.wake();
+                }
+                self.raise(STORE_EVTCHN)
+            }
             Ok(false) => Ok(()),
             Err(e) => {
                 if !self.warned_store.swap(true, Ordering::Relaxed) {
@@ -609,6 +625,74 @@ mod tests {
         b.serve_store().unwrap();
         assert_eq!(guest_receives_store(&m), message(XS_WATCH_EVENT, 0, 0, b"control/shutdown\0t\0"));
         assert_eq!(to_guest(&m, 0), 1 << STORE_EVTCHN);
+    }
+
+    #[test]
+    fn a_socket_client_and_the_guest_see_each_others_writes() {
+        use devices::xenstore::socket::Server;
+        use devices::xenstore::store::message;
+        use std::io::Read;
+        use std::os::unix::net::UnixStream;
+        use xen_abi::io::xs_wire::{XS_WATCH, XS_WATCH_EVENT, XS_WRITE};
+        let m = mem();
+        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+        let mut out = Vec::new();
+        let b = backends(&m, &irq, &mut out);
+        devices::xenstore::introduce(
+            &mut b.store.lock().unwrap(),
+            &devices::xenstore::DomainEntries { domid: 1, name: "vm".into(), mem_kib: 1024, vcpus: 1 },
+        )
+        .unwrap();
+        let dir = std::env::temp_dir().join(format!("xenvmm-events-xs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kick = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        let k = kick.clone();
+        let server = Server::start(dir.join("socket"), b.store.clone(), move || {
+            let _ = k.write(1);
+        })
+        .unwrap();
+        let b = b.with_store_waker(Some(server.waker()));
+        let watch = message(XS_WATCH, 1, 0, b"/local/domain/1/data\0t\0");
+        {
+            use std::io::Write;
+            let mut c2 = UnixStream::connect(server.path()).unwrap();
+            c2.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+            c2.write_all(&watch).unwrap();
+            let mut got = vec![0; message(XS_WATCH, 1, 0, b"OK\0").len()];
+            c2.read_exact(&mut got).unwrap();
+            let event = message(XS_WATCH_EVENT, 0, 0, b"/local/domain/1/data\0t\0");
+            let mut first = vec![0; event.len()];
+            c2.read_exact(&mut first).unwrap();
+            assert_eq!(first, event, "the immediate event");
+
+            // The guest writes through its ring: the event thread serves it and wakes the
+            // server, which sends the socket client its event.
+            guest_sends_store(&m, &message(XS_WRITE, 2, 0, b"data/x\0from the guest"));
+            guest_notifies(&m, STORE_EVTCHN);
+            b.doorbell().unwrap();
+            assert_eq!(guest_receives_store(&m), message(XS_WRITE, 2, 0, b"OK\0"));
+            let event = message(XS_WATCH_EVENT, 0, 0, b"/local/domain/1/data/x\0t\0");
+            let mut got = vec![0; event.len()];
+            c2.read_exact(&mut got).unwrap();
+            assert_eq!(got, event);
+
+            // The guest watches control/shutdown; a dom0 tool writes it: the server kicks,
+            // and the kicked pass delivers the guest's event.
+            guest_sends_store(&m, &message(XS_WATCH, 3, 0, b"control/shutdown\0s\0"));
+            guest_notifies(&m, STORE_EVTCHN);
+            b.doorbell().unwrap();
+            guest_receives_store(&m);
+            c2.write_all(&message(XS_WRITE, 4, 0, b"/local/domain/1/control/shutdown\0poweroff")).unwrap();
+            let ok = message(XS_WRITE, 4, 0, b"OK\0");
+            let mut got = vec![0; ok.len()];
+            c2.read_exact(&mut got).unwrap();
+            assert_eq!(got, ok);
+            assert!(kick.read().unwrap() >= 1, "the server kicked the event thread");
+            b.serve_store().unwrap();
+            assert_eq!(guest_receives_store(&m), message(XS_WATCH_EVENT, 0, 0, b"control/shutdown\0s\0"));
+        }
+        server.stop();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

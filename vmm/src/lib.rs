@@ -54,4 +54,6 @@ pub enum Error {
     Vcpu(String),
     #[error(transparent)]
     Events(#[from] events::EventError),
+    #[error(transparent)]
+    XenstoreSocket(#[from] devices::xenstore::socket::SocketError),
 }

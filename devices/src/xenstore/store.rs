@@ -68,8 +68,35 @@ struct Transaction {
     changes: Vec<Change>,
 }
 
+/// A connection to the store: a domain's ring, or a client of the dom0 socket. Each has its
+/// own watches, transactions and queued output. Socket clients act as dom0, as C xenstored
+/// gives them the id of the domain it runs in (`accept_connection`, tools/xenstored/posix.c).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConnId {
+    /// Domain `domid`'s ring; `Domain(0)` is also the VMM's own requests ([`Store::host`]).
+    Domain(u16),
+    /// A socket client, numbered by [`Store::open_client`].
+    Socket(u64),
+}
+
+impl ConnId {
+    /// The domain whose permissions the connection has.
+    pub fn domid(self) -> u16 {
+        match self {
+            ConnId::Domain(d) => d,
+            ConnId::Socket(_) => 0,
+        }
+    }
+}
+
+impl From<u16> for ConnId {
+    fn from(domid: u16) -> ConnId {
+        ConnId::Domain(domid)
+    }
+}
+
 #[derive(Default)]
-struct Domain {
+struct Conn {
     watches: Vec<Watch>,
     transactions: BTreeMap<u32, Transaction>,
     outbox: VecDeque<Vec<u8>>,
@@ -78,9 +105,10 @@ struct Domain {
 /// The store.
 pub struct Store {
     tree: Tree,
-    domains: BTreeMap<u16, Domain>,
+    conns: BTreeMap<ConnId, Conn>,
     generation: u64,
     next_tx: u32,
+    next_client: u64,
     quota: Quota,
 }
 
@@ -291,29 +319,52 @@ type Reply = Result<Vec<u8>, Errno>;
 impl Store {
     /// An empty store (`/`, `/local`, `/local/domain`).
     pub fn new(quota: Quota) -> Store {
-        Store { tree: Tree::new(), domains: BTreeMap::new(), generation: 1, next_tx: 1, quota }
+        Store { tree: Tree::new(), conns: BTreeMap::new(), generation: 1, next_tx: 1, next_client: 1, quota }
     }
 
-    /// Opens `domid`'s connection (idempotent).
-    pub fn connect(&mut self, domid: u16) {
-        self.domains.entry(domid).or_default();
+    /// Opens a connection (idempotent): `connect(domid)` for a domain's ring.
+    pub fn connect(&mut self, conn: impl Into<ConnId>) {
+        self.conns.entry(conn.into()).or_default();
     }
 
-    /// The next message queued for `domid` (replies and watch events, in order).
-    pub fn pop_output(&mut self, domid: u16) -> Option<Vec<u8>> {
-        self.domains.get_mut(&domid)?.outbox.pop_front()
+    /// Opens a new socket client's connection (dom0's permissions).
+    pub fn open_client(&mut self) -> ConnId {
+        let id = ConnId::Socket(self.next_client);
+        self.next_client += 1;
+        self.connect(id);
+        id
     }
 
-    /// Puts a message that did not fit back at the head of `domid`'s queue.
-    pub fn unpop_output(&mut self, domid: u16, m: Vec<u8>) {
-        if let Some(d) = self.domains.get_mut(&domid) {
+    /// Closes a connection: its watches go, its open transactions are aborted and its queued
+    /// output is dropped (C xenstored freeing a connection). Unknown connections are ignored.
+    pub fn disconnect(&mut self, conn: impl Into<ConnId>) {
+        self.conns.remove(&conn.into());
+    }
+
+    /// The next message queued for a connection (replies and watch events, in order).
+    pub fn pop_output(&mut self, conn: impl Into<ConnId>) -> Option<Vec<u8>> {
+        self.conns.get_mut(&conn.into())?.outbox.pop_front()
+    }
+
+    /// Puts a message that did not fit back at the head of a connection's queue.
+    pub fn unpop_output(&mut self, conn: impl Into<ConnId>, m: Vec<u8>) {
+        if let Some(d) = self.conns.get_mut(&conn.into()) {
             d.outbox.push_front(m);
         }
     }
 
-    /// Messages queued for `domid`: the ring stops taking requests while this is at quota.
-    pub fn queued(&self, domid: u16) -> usize {
-        self.domains.get(&domid).map_or(0, |d| d.outbox.len())
+    /// Messages queued for a connection: its reader stops taking requests while this is at
+    /// `Quota::outstanding`.
+    pub fn queued(&self, conn: impl Into<ConnId>) -> usize {
+        self.conns.get(&conn.into()).map_or(0, |d| d.outbox.len())
+    }
+
+    /// Connections, watches and open transactions, all connections together.
+    #[cfg(test)]
+    pub(crate) fn conns_for_test(&self) -> (usize, usize, usize) {
+        let w = self.conns.values().map(|c| c.watches.len()).sum();
+        let t = self.conns.values().map(|c| c.transactions.len()).sum();
+        (self.conns.len(), w, t)
     }
 
     /// The quota in force.
@@ -321,13 +372,18 @@ impl Store {
         self.quota
     }
 
-    /// Handles one request from `domid` and queues the reply (and any watch events).
-    pub fn request(&mut self, domid: u16, hdr: XsdSockmsg, payload: &[u8]) {
-        self.connect(domid);
+    /// Handles one request from a connection (opening it if needed) and queues the reply
+    /// (and any watch events).
+    pub fn request(&mut self, conn: impl Into<ConnId>, hdr: XsdSockmsg, payload: &[u8]) {
+        let conn = conn.into();
+        self.connect(conn);
         self.generation += 1;
         let mut changes = Vec::new();
         let mut first_event = None;
-        let reply = self.dispatch(domid, hdr, payload, &mut changes, &mut first_event);
+        let reply = self.dispatch(conn, hdr, payload, &mut changes, &mut first_event);
+        // A reply that does not fit a message is E2BIG (C xenstored's `send_reply`).
+        let reply =
+            reply.and_then(|p| if p.len() > XENSTORE_PAYLOAD_MAX { Err(Errno::E2BIG) } else { Ok(p) });
         let msg = match reply {
             Ok(p) => message(hdr.r#type, hdr.req_id, hdr.tx_id, &p),
             Err(e) => {
@@ -336,20 +392,22 @@ impl Store {
                 message(XS_ERROR, hdr.req_id, hdr.tx_id, &p)
             }
         };
-        if let Some(d) = self.domains.get_mut(&domid) {
+        if let Some(d) = self.conns.get_mut(&conn) {
             d.outbox.push_back(msg);
         }
         if let Some((path, token)) = first_event {
-            self.queue_event(domid, &path, &token);
+            self.queue_event(conn, &path, &token);
         }
         self.fire(&changes);
     }
 
-    fn queue_event(&mut self, domid: u16, path: &str, token: &[u8]) {
+    fn queue_event(&mut self, conn: ConnId, path: &str, token: &[u8]) {
         let limit = self.quota.outstanding;
-        if let Some(d) = self.domains.get_mut(&domid) {
-            if domid != 0 && d.outbox.len() >= limit * 4 {
-                return; // a domain not draining its ring loses events, not host memory
+        if let Some(d) = self.conns.get_mut(&conn) {
+            if conn != ConnId::Domain(0) && d.outbox.len() >= limit * 4 {
+                // A connection not draining its output (a guest's ring, a socket client)
+                // loses events, not host memory.
+                return;
             }
             let mut p = path.as_bytes().to_vec();
             p.push(0);
@@ -362,7 +420,8 @@ impl Store {
     /// Delivers `changes` to the matching watches (`fire_watches`).
     fn fire(&mut self, changes: &[Change]) {
         let mut events = Vec::new();
-        for (&domid, d) in &self.domains {
+        for (&conn, d) in &self.conns {
+            let domid = conn.domid();
             for w in &d.watches {
                 for c in changes {
                     let path = if is_child(&c.path, &w.path) {
@@ -380,12 +439,12 @@ impl Store {
                         Some(rel) if w.relative => rel,
                         _ => path,
                     };
-                    events.push((domid, shown.to_owned(), w.token.clone()));
+                    events.push((conn, shown.to_owned(), w.token.clone()));
                 }
             }
         }
-        for (domid, path, token) in events {
-            self.queue_event(domid, &path, &token);
+        for (conn, path, token) in events {
+            self.queue_event(conn, &path, &token);
         }
     }
 
@@ -396,12 +455,13 @@ impl Store {
 
     fn dispatch(
         &mut self,
-        domid: u16,
+        conn: ConnId,
         hdr: XsdSockmsg,
         payload: &[u8],
         changes: &mut Vec<Change>,
         first_event: &mut Option<(String, Vec<u8>)>,
     ) -> Reply {
+        let domid = conn.domid();
         let privileged = domid == 0;
         match hdr.r#type {
             XS_CONTROL | XS_INTRODUCE | XS_RELEASE | XS_IS_DOMAIN_INTRODUCED | XS_RESUME | XS_SET_TARGET
@@ -419,7 +479,7 @@ impl Store {
         let tx_id = if notid { 0 } else { hdr.tx_id };
         let quota = self.quota;
         let generation = self.generation;
-        let d = self.domains.entry(domid).or_default();
+        let d = self.conns.entry(conn).or_default();
         if tx_id != 0 && !d.transactions.contains_key(&tx_id) {
             return Err(Errno::ENOENT);
         }
@@ -474,7 +534,7 @@ impl Store {
                     written: BTreeMap::new(),
                     changes: Vec::new(),
                 };
-                self.domains.entry(domid).or_default().transactions.insert(id, tx);
+                self.conns.entry(conn).or_default().transactions.insert(id, tx);
                 return Ok(format!("{id}\0").into_bytes());
             }
             XS_TRANSACTION_END => {
@@ -491,7 +551,7 @@ impl Store {
             }
             _ => {}
         }
-        let d = self.domains.entry(domid).or_default();
+        let d = self.conns.entry(conn).or_default();
         let mut ctx = match d.transactions.get_mut(&tx_id) {
             Some(t) => Ctx {
                 tree: &mut t.tree,
@@ -527,8 +587,8 @@ impl Store {
     pub fn host(&mut self, ty: u32, payload: &[u8]) -> Result<Vec<u8>, Errno> {
         self.connect(0);
         self.request(0, XsdSockmsg { r#type: ty, req_id: 0, tx_id: 0, len: payload.len() as u32 }, payload);
-        let m = self.domains.get_mut(&0).and_then(|d| d.outbox.pop_back()).unwrap_or_default();
-        if let Some(d) = self.domains.get_mut(&0) {
+        let m = self.conns.get_mut(&ConnId::Domain(0)).and_then(|d| d.outbox.pop_back()).unwrap_or_default();
+        if let Some(d) = self.conns.get_mut(&ConnId::Domain(0)) {
             d.outbox.clear();
         }
         let body = m.get(16..).unwrap_or_default().to_vec();

@@ -1,8 +1,8 @@
 use xen_abi::io::xs_wire::*;
 
-use super::{Quota, Store};
+use super::{ConnId, Quota, Store};
 
-fn req(s: &mut Store, dom: u16, ty: u32, tx: u32, payload: &[u8]) -> (u32, Vec<u8>) {
+fn req(s: &mut Store, dom: impl Into<ConnId> + Copy, ty: u32, tx: u32, payload: &[u8]) -> (u32, Vec<u8>) {
     s.request(dom, XsdSockmsg { r#type: ty, req_id: 7, tx_id: tx, len: payload.len() as u32 }, payload);
     // Skip watch events left from earlier requests.
     let m = std::iter::from_fn(|| s.pop_output(dom))
@@ -12,13 +12,13 @@ fn req(s: &mut Store, dom: u16, ty: u32, tx: u32, payload: &[u8]) -> (u32, Vec<u
     (u32::from_le_bytes(m[..4].try_into().unwrap()), m[16..].to_vec())
 }
 
-fn err(s: &mut Store, dom: u16, ty: u32, tx: u32, payload: &[u8]) -> String {
+fn err(s: &mut Store, dom: impl Into<ConnId> + Copy, ty: u32, tx: u32, payload: &[u8]) -> String {
     let (t, p) = req(s, dom, ty, tx, payload);
     assert_eq!(t, XS_ERROR, "expected an error, got {:?}", String::from_utf8_lossy(&p));
     String::from_utf8(p[..p.len() - 1].to_vec()).unwrap()
 }
 
-fn ok(s: &mut Store, dom: u16, ty: u32, tx: u32, payload: &[u8]) -> Vec<u8> {
+fn ok(s: &mut Store, dom: impl Into<ConnId> + Copy, ty: u32, tx: u32, payload: &[u8]) -> Vec<u8> {
     let (t, p) = req(s, dom, ty, tx, payload);
     assert_eq!(t, ty, "expected success, got {:?}", String::from_utf8_lossy(&p));
     p
@@ -126,7 +126,7 @@ fn quotas_bound_a_guest() {
     assert_eq!(err(&mut s, 1, XS_SET_PERMS, 0, b"data/n1\0b1\0r2\0r3\0r4\0r5\0r6\0"), "ENOSPC");
 }
 
-fn events(s: &mut Store, dom: u16) -> Vec<String> {
+fn events(s: &mut Store, dom: impl Into<ConnId> + Copy) -> Vec<String> {
     let mut v = Vec::new();
     while let Some(m) = s.pop_output(dom) {
         assert_eq!(&m[..4], &XS_WATCH_EVENT.to_le_bytes());
@@ -171,7 +171,7 @@ fn watches_fire_immediately_then_on_changes_below_with_relative_paths() {
     assert!(events(&mut s, 2).is_empty());
 }
 
-fn tx_start(s: &mut Store, dom: u16) -> u32 {
+fn tx_start(s: &mut Store, dom: impl Into<ConnId> + Copy) -> u32 {
     let p = ok(s, dom, XS_TRANSACTION_START, 0, b"\0");
     std::str::from_utf8(&p[..p.len() - 1]).unwrap().parse().unwrap()
 }
@@ -211,4 +211,73 @@ fn transactions_isolate_commit_atomically_and_conflict_with_eagain() {
     ok(&mut s, 1, XS_RM, t, b"data/c\0");
     ok(&mut s, 1, XS_TRANSACTION_END, t, b"F\0");
     assert_eq!(ok(&mut s, 1, XS_READ, 0, b"data/c\0"), b"x");
+}
+
+#[test]
+fn socket_clients_are_dom0_connections_with_their_own_watches_and_transactions() {
+    let mut s = store();
+    let a = s.open_client();
+    let b = s.open_client();
+    assert_ne!(a, b);
+    assert_eq!(a.domid(), 0);
+    // dom0's rights: a guest's read-only node is writable, privileged types are not EACCES.
+    ok(&mut s, a, XS_WRITE, 0, b"/local/domain/1/name\0renamed");
+    assert_ne!(err(&mut s, a, XS_CONTROL, 0, b"x\0"), "EACCES");
+    assert_eq!(ok(&mut s, a, XS_GET_PERMS, 0, b"/local/domain/1/name\0"), b"n0\0r1\0");
+    // Relative paths are dom0's.
+    ok(&mut s, a, XS_WRITE, 0, b"rel\0v");
+    assert_eq!(s.host(XS_READ, b"/local/domain/0/rel\0").unwrap(), b"v");
+
+    // The same watch path and token on two clients: each its own, each fired.
+    ok(&mut s, a, XS_WATCH, 0, b"/local/domain/1/data\0t\0");
+    ok(&mut s, b, XS_WATCH, 0, b"/local/domain/1/data\0t\0");
+    assert_eq!(events(&mut s, a), ["/local/domain/1/data|t|"]);
+    assert_eq!(events(&mut s, b), ["/local/domain/1/data|t|"]);
+    ok(&mut s, 1, XS_WRITE, 0, b"data/x\0from the guest");
+    assert_eq!(events(&mut s, a), ["/local/domain/1/data/x|t|"]);
+    assert_eq!(events(&mut s, b), ["/local/domain/1/data/x|t|"]);
+
+    // A transaction belongs to its connection.
+    let t = tx_start(&mut s, a);
+    ok(&mut s, a, XS_WRITE, t, b"/local/domain/1/data/y\0in-tx");
+    assert_eq!(err(&mut s, b, XS_READ, t, b"/local/domain/1/data/y\0"), "ENOENT");
+    assert_eq!(err(&mut s, 1, XS_READ, t, b"data/y\0"), "ENOENT");
+
+    // Disconnecting aborts it and drops the watches and queued output; others go on.
+    ok(&mut s, a, XS_READ, 0, b"rel\0");
+    s.request(a, XsdSockmsg { r#type: XS_READ, req_id: 1, tx_id: 0, len: 5 }, b"rel\0");
+    assert_eq!(s.queued(a), 1);
+    s.disconnect(a);
+    assert_eq!(s.queued(a), 0);
+    assert_eq!(err(&mut s, b, XS_READ, 0, b"/local/domain/1/data/y\0"), "ENOENT");
+    ok(&mut s, 1, XS_WRITE, 0, b"data/z\0v");
+    assert_eq!(events(&mut s, b), ["/local/domain/1/data/z|t|"]);
+    assert_eq!(s.queued(a), 0, "no events for a closed connection");
+    // Reconnecting under the same id would be a new connection: no old transaction.
+    assert_eq!(err(&mut s, a, XS_TRANSACTION_END, t, b"T\0"), "ENOENT");
+    s.disconnect(a);
+    s.disconnect(ConnId::Socket(999)); // unknown: ignored
+}
+
+#[test]
+fn a_socket_client_not_reading_loses_events_not_memory() {
+    let mut s = store();
+    let a = s.open_client();
+    ok(&mut s, a, XS_WATCH, 0, b"/local/domain/1/data\0t\0");
+    for i in 0..1000 {
+        s.host_write(&format!("/local/domain/1/data/k{i}"), b"").unwrap();
+    }
+    assert_eq!(s.queued(a), Quota::default().outstanding * 4);
+}
+
+#[test]
+fn a_reply_larger_than_a_message_is_e2big() {
+    let mut s = store();
+    for i in 0..200 {
+        s.host_write(&format!("/local/domain/0/big/a-rather-long-child-name-{i:04}"), b"").unwrap();
+    }
+    assert_eq!(err(&mut s, 0, XS_DIRECTORY, 0, b"/local/domain/0/big\0"), "E2BIG");
+    // XS_DIRECTORY_PART, which libxenstore falls back to on E2BIG, pages through them.
+    let part = ok(&mut s, 0, XS_DIRECTORY_PART, 0, b"/local/domain/0/big\x000\0");
+    assert!(part.len() <= XENSTORE_PAYLOAD_MAX);
 }

@@ -57,6 +57,10 @@ struct Cli {
     /// The domain's name, as the guest reads it from xenstore
     #[arg(long, value_name = "NAME", default_value = vmm::config::DEFAULT_NAME)]
     name: String,
+    /// Serve the guest's xenstore on a Unix socket at PATH for dom0 tools, e.g.
+    /// `XENSTORED_PATH=PATH xenstore-ls` (removed when xenvmm exits)
+    #[arg(long, value_name = "PATH")]
+    xenstore_socket: Option<PathBuf>,
     /// Also write the guest's console output to FILE (created or truncated)
     #[arg(long, value_name = "FILE")]
     console_log: Option<PathBuf>,
@@ -186,6 +190,7 @@ fn main() -> ExitCode {
         mem_bytes: cli.mem,
         vcpus: cli.cpus,
         name: cli.name,
+        xenstore_socket: cli.xenstore_socket,
     };
     let domain = match Domain::new(&cfg) {
         Ok(d) => d,
