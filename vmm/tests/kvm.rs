@@ -655,12 +655,45 @@ fn debian_kernel_boots_to_init_runs_commands_and_powers_off() -> Result<(), Fail
 
 fn debian_shell_answers_console_input_and_sigterm_powers_it_off() -> Result<(), Failed> {
     let (k, i) = linux_guest("current")?;
-    let mut r = Running::start(&["--kernel", &k, "--initrd", &i, "--shutdown-grace", "120"]);
+    let tools = cache_dir().join("xenstore-utils");
+    if !tools.join("usr/bin/xenstore-ls").is_file() {
+        return Err(format!("{} lacks Debian's xenstore-utils: run scripts/setup", tools.display()).into());
+    }
+    let socket = cache_dir().join(format!("xenstore-test-{}.sock", std::process::id()));
+    let sock = socket.display().to_string();
+    let mut r = Running::start(&[
+        "--kernel",
+        &k,
+        "--initrd",
+        &i,
+        "--shutdown-grace",
+        "120",
+        "--xenstore-socket",
+        &sock,
+    ]);
     let at = r.wait_for(INIT_MARKER, 0, LINUX_BOOT_TIMEOUT)?;
     let at = r.wait_for("# ", at, LINUX_BOOT_TIMEOUT)?;
     r.send("echo answer-$((6 * 7)); cat /sys/hypervisor/type\n");
     let at = r.wait_for("answer-42", at, LINUX_BOOT_TIMEOUT)?;
     r.wait_for("xen", at, LINUX_BOOT_TIMEOUT)?;
+
+    // Debian's xenstore-ls against the running guest's store: the toolstack's entries and the
+    // ones Linux wrote itself.
+    let ls = Command::new(tools.join("usr/bin/xenstore-ls"))
+        .args(["-f", "/local/domain/1"])
+        .env("XENSTORED_PATH", &socket)
+        .env("LD_LIBRARY_PATH", tools.join("usr/lib/x86_64-linux-gnu"))
+        .output()
+        .map_err(|e| format!("cannot run xenstore-ls: {e}"))?;
+    let listing = text(&ls.stdout);
+    for needle in [
+        "/local/domain/1/name = \"xenvmm\"",
+        "/local/domain/1/memory/target = \"524288\"",
+        "/local/domain/1/control/feature-poweroff = \"1\"",
+    ] {
+        expect_contains(&listing, needle, "xenstore-ls -f /local/domain/1")
+            .map_err(|e| format!("{}\nstderr: {}", e.message().unwrap_or_default(), text(&ls.stderr)))?;
+    }
     // Orderly: xenvmm writes control/shutdown, Linux runs its power-off path.
     r.signal(libc::SIGTERM);
     let code = r.wait_exit(LINUX_BOOT_TIMEOUT)?;
