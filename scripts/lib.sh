@@ -38,3 +38,22 @@ have_hw_kvm() {
     [ -d /sys/module/kvm_pvm ] && return 1
     [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]
 }
+
+# xen_note_types VMLINUX prints the type numbers of the Xen ELF notes (owner "Xen") in the ELF
+# file's .notes section, one a line, in file order (2 is XEN_ELFNOTE_HYPERCALL_PAGE).
+xen_note_types() {
+    local tmp words i n namesz descsz
+    tmp=$(mktemp)
+    objcopy -O binary --only-section=.notes "$1" "$tmp" || { rm -f "$tmp"; return 1; }
+    mapfile -t words < <(od -An -v -tu4 -w4 "$tmp" | tr -d ' ')
+    rm -f "$tmp"
+    i=0
+    n=${#words[@]}
+    while [ $((i + 3)) -lt "$n" ]; do
+        namesz=${words[i]}
+        descsz=${words[i + 1]}
+        # 7234904 is "Xen\0" read as a little-endian 32-bit word.
+        if [ "$namesz" -eq 4 ] && [ "${words[i + 3]}" -eq 7234904 ]; then echo "${words[i + 2]}"; fi
+        i=$((i + 3 + (namesz + 3) / 4 + (descsz + 3) / 4))
+    done
+}
