@@ -638,7 +638,13 @@ fn debian_kernel_boots_to_init_runs_commands_and_powers_off() -> Result<(), Fail
     let code = r.wait_exit(LINUX_BOOT_TIMEOUT)?;
     let out = r.out.lock().unwrap().clone();
     let tail = &out[at..];
-    for needle in ["hypervisor xen", "Linux (none) 6.1.0-", "model name", "xenvmm-init: 50 fork/exec done"] {
+    for needle in [
+        "Linux (none) 6.1.0-",
+        "model name",
+        "hypervisor: xen",
+        "xenvmm-init: 100 fork/exec done",
+        "xenvmm-init: test done",
+    ] {
         expect_contains(tail, needle, "the guest's console after the /init marker")
             .map_err(|e| format!("{}\n{}", e.message().unwrap_or_default(), r.transcript()))?;
     }
