@@ -254,10 +254,12 @@ fn main() -> ExitCode {
     if matches!(report.exit, ExitReason::Crash | ExitReason::Faulted(_))
         && !term::is_tty(std::io::stdout().as_raw_fd())
     {
+        // The kept tail (a few KiB: a panic message with its stack trace), whole lines only.
         let tail = String::from_utf8_lossy(&report.console_tail);
         let lines: Vec<&str> = tail.lines().collect();
+        let skip = usize::from(report.console_tail.len() >= vmm::events::CONSOLE_TAIL_BYTES);
         eprintln!("xenvmm: the guest's last console lines:");
-        for l in &lines[lines.len().saturating_sub(20)..] {
+        for l in lines.iter().skip(skip) {
             eprintln!("  | {l}");
         }
     }
