@@ -170,6 +170,8 @@ pub struct Domain {
     kvm_stats: Option<std::fs::File>,
     started: Instant,
     setup_done: Instant,
+    /// The host mapping behind `mem`: declared last, so unmapped after the VM and `mem`.
+    _ram: crate::memory::huge::RamMapping,
 }
 
 fn load(what: &'static str, src: &crate::config::ImageSource) -> Result<Arc<[u8]>, Error> {
@@ -297,7 +299,7 @@ impl Domain {
         let kvm = kvm::open()?;
         let img = ShimImage::parse(shim::SHIM_ELF)?;
         let layout = Layout::plan(cfg.mem_bytes, img.frames(), shim::fixed_frames(cfg.vcpus))?;
-        let mem = layout.create_memory()?;
+        let (mem, ram) = layout.map_ram()?;
         let mut alloc = layout.shim_frames();
         let mut placed = shim::place(&mem, &layout, &img, &mut alloc, cfg.vcpus)?;
 
@@ -357,6 +359,7 @@ impl Domain {
             kvm_stats,
             started,
             setup_done: Instant::now(),
+            _ram: ram,
         })
     }
 

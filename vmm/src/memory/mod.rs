@@ -13,6 +13,8 @@
 //! must go through the P2M, as on real Xen.
 
 pub mod atomic;
+#[allow(unsafe_code)]
+pub mod huge;
 pub mod p2m;
 #[allow(unsafe_code)]
 pub mod release;
@@ -33,6 +35,8 @@ pub const SHIM_FREE_FRAMES: u64 = 256;
 pub enum MemoryError {
     #[error("cannot map {size} MiB of guest memory: {source}")]
     Mmap { size: u64, source: vm_memory::mmap::FromRangesError },
+    #[error("cannot map {size} MiB of guest memory: {source}")]
+    MapRam { size: u64, source: std::io::Error },
     #[error("{0} MiB of memory does not fit in the machine-address space xenvmm supports")]
     TooLarge(u64),
 }
@@ -141,7 +145,15 @@ impl Layout {
         merged
     }
 
-    /// Maps the whole VM in this process (anonymous, zero-filled memory).
+    /// Maps the whole VM in this process for a domain: anonymous zero-filled memory placed
+    /// for 2 MiB pages ([`huge`]). Keep the [`huge::RamMapping`] until the VM is gone.
+    pub fn map_ram(&self) -> Result<(GuestMemoryMmap, huge::RamMapping), MemoryError> {
+        huge::map_guest_ram(&self.regions())
+            .map_err(|source| MemoryError::MapRam { size: (self.max_mfn << 12) >> 20, source })
+    }
+
+    /// Maps the whole VM in this process (anonymous, zero-filled memory; vm-memory's own
+    /// mapping, for tests).
     pub fn create_memory(&self) -> Result<GuestMemoryMmap, MemoryError> {
         GuestMemoryMmap::from_ranges(&self.regions())
             .map_err(|source| MemoryError::Mmap { size: (self.max_mfn << 12) >> 20, source })

@@ -1,6 +1,6 @@
 //! Giving guest memory back to the host: the frames a domain released with
-//! `XENMEM_decrease_reservation` (the shim's `HC_RELEASE_FRAMES`). The only `unsafe` of the
-//! memory module: `madvise` on this process's own mapping of guest RAM.
+//! `XENMEM_decrease_reservation` (the shim's `HC_RELEASE_FRAMES`): `madvise` on this
+//! process's own mapping of guest RAM.
 
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use xen_abi::hostcall::MfnRange;
