@@ -433,6 +433,7 @@ fn main() {
             "debian_shell_answers_console_input_and_sigterm_powers_it_off",
             debian_shell_answers_console_input_and_sigterm_powers_it_off,
         ),
+        Trial::test("debian_shell_reboot_is_exit_status_3", debian_shell_reboot_is_exit_status_3),
         Trial::test(
             "debian_kernel_with_a_hypercall_page_boots_and_its_panic_is_a_crash",
             debian_kernel_with_a_hypercall_page_boots_and_its_panic_is_a_crash,
@@ -631,8 +632,19 @@ const INIT_MARKER: &str = "xenvmm-init: ready";
 fn debian_kernel_boots_to_init_runs_commands_and_powers_off() -> Result<(), Failed> {
     let (k, i) = linux_guest("current")?;
     let t0 = std::time::Instant::now();
-    let mut r =
-        Running::start(&["--kernel", &k, "--initrd", &i, "--cmdline", "console=hvc0 xenvmm.test", "--stats"]);
+    let log = std::env::temp_dir().join(format!("xenvmm-console-{}.log", std::process::id()));
+    let log_arg = log.display().to_string();
+    let mut r = Running::start(&[
+        "--kernel",
+        &k,
+        "--initrd",
+        &i,
+        "--cmdline",
+        "console=hvc0 xenvmm.test",
+        "--stats",
+        "--console-log",
+        &log_arg,
+    ]);
     let at = r.wait_for(INIT_MARKER, 0, LINUX_BOOT_TIMEOUT)?;
     let to_marker = t0.elapsed();
     let code = r.wait_exit(LINUX_BOOT_TIMEOUT)?;
@@ -650,6 +662,15 @@ fn debian_kernel_boots_to_init_runs_commands_and_powers_off() -> Result<(), Fail
     }
     if code != 0 {
         return Err(format!("exit status {code}, expected 0 (poweroff)\n{}", r.transcript()).into());
+    }
+    // --console-log holds the same console output as stdout.
+    let logged =
+        std::fs::read_to_string(&log).map_err(|e| format!("--console-log {}: {e}", log.display()))?;
+    let _ = std::fs::remove_file(&log);
+    if !out.ends_with(&logged) || !logged.contains("xenvmm-init: test done") {
+        return Err(
+            format!("--console-log differs from stdout:\n--- log\n{logged}\n{}", r.transcript()).into()
+        );
     }
     eprintln!(
         "# debian current: /init marker after {:.1} s, exit after {:.1} s",
@@ -714,6 +735,20 @@ fn debian_shell_answers_console_input_and_sigterm_powers_it_off() -> Result<(), 
         .into());
     }
     Ok(())
+}
+
+fn debian_shell_reboot_is_exit_status_3() -> Result<(), Failed> {
+    let (k, i) = linux_guest("current")?;
+    let mut r = Running::start(&["--kernel", &k, "--initrd", &i]);
+    let at = r.wait_for(INIT_MARKER, 0, LINUX_BOOT_TIMEOUT)?;
+    r.wait_for("# ", at, LINUX_BOOT_TIMEOUT)?;
+    r.send("reboot\n");
+    let code = r.wait_exit(LINUX_BOOT_TIMEOUT)?;
+    if code != 3 {
+        return Err(format!("exit status {code} after reboot, expected 3\n{}", r.transcript()).into());
+    }
+    let err = r.err.lock().unwrap().clone();
+    expect_contains(&err, "asked to reboot", "stderr")
 }
 
 fn debian_kernel_with_a_hypercall_page_boots_and_its_panic_is_a_crash() -> Result<(), Failed> {
