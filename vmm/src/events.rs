@@ -593,6 +593,12 @@ mod tests {
         out
     }
 
+    /// Writes domain 1's initial tree (name "vm") into the backends' store.
+    fn introduce_vm(b: &Backends<'_>) {
+        let vm = devices::xenstore::DomainEntries { domid: 1, name: "vm".into(), mem_kib: 1024, vcpus: 1 };
+        devices::xenstore::introduce(&mut b.store.lock().unwrap(), &vm).unwrap();
+    }
+
     #[test]
     fn a_store_request_is_answered_in_the_ring_and_the_store_port_raised() {
         use devices::xenstore::store::message;
@@ -601,11 +607,7 @@ mod tests {
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
         let mut out = Vec::new();
         let b = backends(&m, &irq, &mut out);
-        devices::xenstore::introduce(
-            &mut b.store.lock().unwrap(),
-            &devices::xenstore::DomainEntries { domid: 1, name: "vm".into(), mem_kib: 1024, vcpus: 1 },
-        )
-        .unwrap();
+        introduce_vm(&b);
         guest_sends_store(&m, &message(XS_READ, 9, 0, b"name\0"));
         guest_notifies(&m, STORE_EVTCHN);
         b.doorbell().unwrap();
@@ -638,11 +640,7 @@ mod tests {
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
         let mut out = Vec::new();
         let b = backends(&m, &irq, &mut out);
-        devices::xenstore::introduce(
-            &mut b.store.lock().unwrap(),
-            &devices::xenstore::DomainEntries { domid: 1, name: "vm".into(), mem_kib: 1024, vcpus: 1 },
-        )
-        .unwrap();
+        introduce_vm(&b);
         let dir = std::env::temp_dir().join(format!("xenvmm-events-xs-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let kick = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
