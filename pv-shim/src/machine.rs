@@ -26,8 +26,9 @@ pub trait Machine {
     fn stats(&mut self) -> &mut ShimStats;
 
     // ---- Event mailbox (xen_abi::hostcall::EventMailbox) ----
-    /// Atomically sets guest port `port` in `to_host` and rings the doorbell (ioeventfd)
-    /// if its word was empty; returns whether it rang.
+    /// Rings the port's own doorbell if the VMM set it in `direct`; otherwise atomically sets
+    /// guest port `port` in `to_host` and rings the shared doorbell (ioeventfd) if its word
+    /// was empty. Returns whether it rang.
     fn notify_host(&mut self, port: u32) -> bool;
     /// Atomically takes (swaps with 0) mailbox word `i` of `to_guest`.
     fn take_host_events(&mut self, word: usize) -> u64;

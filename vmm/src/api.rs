@@ -12,7 +12,7 @@
 
 use crate::builder::{self, DomainSpec};
 use crate::config::DomainConfig;
-use crate::events::{self, Backends, ConsoleInput, EventError, RingPages, CONSOLE_INPUT_QUEUE, HOST_PORTS};
+use crate::events::{self, Backends, ConsoleInput, EventError, Ports, RingPages, CONSOLE_INPUT_QUEUE, HOST_PORTS};
 use crate::kvm::interrupt::StopState;
 use crate::kvm::{self, EventFds, Vm};
 use crate::memory::Layout;
@@ -382,10 +382,10 @@ impl Domain {
             }
             None => None,
         };
+        let ports = Ports::new(&self.mem, self.placed.mailbox_gpa, &self.events.irq, Some(&self._vm));
         let backends = Backends::new(
             &self.mem,
-            self.placed.mailbox_gpa,
-            &self.events.irq,
+            &ports,
             self.rings,
             console,
             events::Shared { store: self.store.clone(), domid: shim::GUEST_DOMID, input: self.input.clone() },

@@ -42,7 +42,8 @@ use devices::console::{ConsoleError, ConsoleRing};
 use devices::xenstore::socket::Waker;
 use devices::xenstore::wire::StoreRing;
 use devices::xenstore::Store;
-use std::collections::VecDeque;
+use crate::kvm::Vm;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::mem::offset_of;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -82,6 +83,12 @@ pub enum EventError {
     Spawn(#[source] std::io::Error),
     #[error("the event thread panicked")]
     Panicked,
+    #[error("event-channel port {0} is beyond the 2-level ABI")]
+    BadPort(u32),
+    #[error("event-channel port {0} is already served by a backend")]
+    PortInUse(u32),
+    #[error("cannot give an event-channel port its own doorbell: {0}")]
+    Route(#[source] crate::kvm::KvmError),
 }
 
 /// The console ring's consumer and the writer its text goes to, locked together, with the
@@ -118,11 +125,10 @@ pub type ConsoleInput = Arc<Mutex<VecDeque<u8>>>;
 struct Counters {
     wakeups: AtomicU64,
     notified: AtomicU64,
-    raised: AtomicU64,
-    irqs: AtomicU64,
     console_bytes: AtomicU64,
     unserved: AtomicU64,
     store_passes: AtomicU64,
+    forwarded: AtomicU64,
 }
 
 /// What the event thread shares with the rest of the VMM: the store (with the guest's domid)
@@ -142,11 +148,102 @@ pub(crate) struct RingPages {
     pub store: u64,
 }
 
-/// Domain 0's services for one domain, shared by the vCPU thread and the event thread.
-pub(crate) struct Backends<'a> {
+/// Domain 0's side of the event mailbox: raising guest ports, and sending a port's
+/// notifications straight to the thread that serves it (a block ring's worker) instead of the
+/// event thread. Shared by every thread of the domain.
+///
+/// A routed port has a KVM ioeventfd on [`DIRECT_DOORBELL_PORT`] with the port as datamatch,
+/// and its bit in the mailbox's `direct` words tells the shim to use it. The route is also
+/// kept here, so that a notification that still arrives through the mailbox (sent before the
+/// bit was set, or after it was cleared) is forwarded by the event thread: none is lost.
+pub(crate) struct Ports<'a> {
     mem: &'a GuestMemoryMmap,
     mailbox_gpa: u64,
     irq: &'a EventFd,
+    /// Registers the ioeventfds; `None` in unit tests (forwarding only).
+    vm: Option<&'a Vm>,
+    routes: Mutex<BTreeMap<u32, Arc<EventFd>>>,
+    raised: AtomicU64,
+    irqs: AtomicU64,
+}
+
+impl<'a> Ports<'a> {
+    pub fn new(mem: &'a GuestMemoryMmap, mailbox_gpa: u64, irq: &'a EventFd, vm: Option<&'a Vm>) -> Ports<'a> {
+        Ports {
+            mem,
+            mailbox_gpa,
+            irq,
+            vm,
+            routes: Mutex::default(),
+            raised: AtomicU64::new(0),
+            irqs: AtomicU64::new(0),
+        }
+    }
+
+    /// Raises guest port `port` (domain 0's `EVTCHNOP_send` on the other end).
+    pub fn raise(&self, port: u32) -> Result<(), EventError> {
+        let (w, bit) = (u64::from(port / 64), 1u64 << (port % 64));
+        if w >= MAILBOX_WORDS as u64 {
+            return Ok(());
+        }
+        self.raised.fetch_add(1, Ordering::Relaxed);
+        let old =
+            fetch_or_u64(self.mem, self.mailbox_gpa + TO_GUEST + 8 * w, bit).map_err(EventError::Mailbox)?;
+        if old == 0 {
+            self.irqs.fetch_add(1, Ordering::Relaxed);
+            match self.irq.write(1) {
+                // The counter is full: an interrupt is pending anyway.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                r => r.map_err(EventError::RaiseIrq)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends guest port `port`'s notifications to `fd` from now on: the ioeventfd first, then
+    /// the `direct` bit, so the shim never rings a port KVM does not know.
+    pub fn route(&self, port: u32, fd: Arc<EventFd>) -> Result<(), EventError> {
+        let w = port as usize / 64;
+        if w >= MAILBOX_WORDS {
+            return Err(EventError::BadPort(port));
+        }
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        if routes.contains_key(&port) {
+            return Err(EventError::PortInUse(port));
+        }
+        if let Some(vm) = self.vm {
+            vm.register_port_doorbell(port, &fd).map_err(EventError::Route)?;
+            let at = self.mailbox_gpa + DIRECT + 8 * w as u64;
+            fetch_or_u64(self.mem, at, 1 << (port % 64)).map_err(EventError::Mailbox)?;
+        }
+        routes.insert(port, fd);
+        Ok(())
+    }
+
+    /// Stops routing `port`: the `direct` bit first, then the ioeventfd. Unknown ports are
+    /// ignored.
+    pub fn unroute(&self, port: u32) {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(fd) = routes.remove(&port) else { return };
+        if let Some(vm) = self.vm {
+            let at = self.mailbox_gpa + DIRECT + 8 * u64::from(port / 64);
+            let _ = crate::memory::atomic::fetch_and_u64(self.mem, at, !(1 << (port % 64)));
+            if let Err(e) = vm.unregister_port_doorbell(port, &fd) {
+                log::warn!("cannot remove the doorbell of port {port}: {e}");
+            }
+        }
+    }
+
+    /// Where `port`'s notifications go, if another thread serves it.
+    fn routed(&self, port: u32) -> Option<Arc<EventFd>> {
+        self.routes.lock().unwrap_or_else(|e| e.into_inner()).get(&port).cloned()
+    }
+}
+
+/// Domain 0's services for one domain, shared by the vCPU thread and the event thread.
+pub(crate) struct Backends<'a> {
+    mem: &'a GuestMemoryMmap,
+    ports: &'a Ports<'a>,
     console: Mutex<ConsoleOut<'a>>,
     store_ring: Mutex<StoreRing>,
     store: Arc<Mutex<Store>>,
@@ -162,12 +259,12 @@ pub(crate) struct Backends<'a> {
 
 const TO_HOST: u64 = offset_of!(EventMailbox, to_host) as u64;
 const TO_GUEST: u64 = offset_of!(EventMailbox, to_guest) as u64;
+const DIRECT: u64 = offset_of!(EventMailbox, direct) as u64;
 
 impl<'a> Backends<'a> {
     pub fn new(
         mem: &'a GuestMemoryMmap,
-        mailbox_gpa: u64,
-        irq: &'a EventFd,
+        ports: &'a Ports<'a>,
         rings: RingPages,
         writer: &'a mut (dyn Write + Send),
         shared: Shared,
@@ -175,8 +272,7 @@ impl<'a> Backends<'a> {
         let Shared { store, domid, input } = shared;
         Backends {
             mem,
-            mailbox_gpa,
-            irq,
+            ports,
             console: Mutex::new(ConsoleOut {
                 ring: ConsoleRing::new(GuestAddress(rings.console)),
                 writer,
@@ -209,7 +305,7 @@ impl<'a> Backends<'a> {
     pub fn doorbell(&self) -> Result<(), EventError> {
         self.counts.wakeups.fetch_add(1, Ordering::Relaxed);
         for w in 0..MAILBOX_WORDS as u64 {
-            let at = self.mailbox_gpa + TO_HOST + 8 * w;
+            let at = self.ports.mailbox_gpa + TO_HOST + 8 * w;
             // A plain load first: most words are empty, and a swap would write their line.
             if load_u64(self.mem, at).map_err(EventError::Mailbox)? == 0 {
                 continue;
@@ -224,8 +320,16 @@ impl<'a> Backends<'a> {
         Ok(())
     }
 
-    fn notified(&self, port: u32) -> Result<(), EventError> {
+    /// Serves a notification of guest port `port` (from the mailbox, or a direct doorbell
+    /// that reached the vCPU thread because its ioeventfd was just removed).
+    pub fn notified(&self, port: u32) -> Result<(), EventError> {
         self.counts.notified.fetch_add(1, Ordering::Relaxed);
+        if let Some(fd) = self.ports.routed(port) {
+            self.counts.forwarded.fetch_add(1, Ordering::Relaxed);
+            // Full counter: the thread has a wake-up pending anyway.
+            let _ = fd.write(1);
+            return Ok(());
+        }
         match HOST_PORTS.iter().find(|(p, _, _)| *p == port).map(|h| h.2) {
             Some(Service::Console) => {
                 self.drain_console(true)?;
@@ -305,24 +409,9 @@ impl<'a> Backends<'a> {
         self.console().tail.iter().copied().collect()
     }
 
-    /// Raises guest port `port` (domain 0's `EVTCHNOP_send` on the other end).
+    /// Raises guest port `port`.
     pub fn raise(&self, port: u32) -> Result<(), EventError> {
-        let (w, bit) = (u64::from(port / 64), 1u64 << (port % 64));
-        if w >= MAILBOX_WORDS as u64 {
-            return Ok(());
-        }
-        self.counts.raised.fetch_add(1, Ordering::Relaxed);
-        let old =
-            fetch_or_u64(self.mem, self.mailbox_gpa + TO_GUEST + 8 * w, bit).map_err(EventError::Mailbox)?;
-        if old == 0 {
-            self.counts.irqs.fetch_add(1, Ordering::Relaxed);
-            match self.irq.write(1) {
-                // The counter is full: an interrupt is pending anyway.
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                r => r.map_err(EventError::RaiseIrq)?,
-            }
-        }
-        Ok(())
+        self.ports.raise(port)
     }
 
     /// Moves the console ring's output to the writer; with `notify`, raises the console port
@@ -392,8 +481,9 @@ impl<'a> Backends<'a> {
             doorbell_wakeups: get(&c.wakeups),
             ports_notified: get(&c.notified),
             notified_unserved: get(&c.unserved),
-            ports_raised: get(&c.raised),
-            irqs: get(&c.irqs),
+            ports_raised: get(&self.ports.raised),
+            irqs: get(&self.ports.irqs),
+            ports_forwarded: get(&c.forwarded),
             console_ring_bytes: get(&c.console_bytes),
             store_passes: get(&c.store_passes),
         }
@@ -470,10 +560,11 @@ mod tests {
 
     fn backends<'a>(m: &'a GuestMemoryMmap, irq: &'a EventFd, out: &'a mut Vec<u8>) -> Backends<'a> {
         let store = Arc::new(Mutex::new(Store::new(devices::xenstore::Quota::default())));
+        // Leaked: a few bytes per test, for a `Backends` that borrows it for as long as `m`.
+        let ports = Box::leak(Box::new(Ports::new(m, MAILBOX, irq, None)));
         Backends::new(
             m,
-            MAILBOX,
-            irq,
+            ports,
             RingPages { console: RING, store: STORE },
             out,
             Shared { store, domid: 1, input: Arc::default() },
@@ -498,6 +589,28 @@ mod tests {
 
     fn to_guest(mem: &GuestMemoryMmap, word: u64) -> u64 {
         mem.read_obj(GuestAddress(MAILBOX + TO_GUEST + 8 * word)).unwrap()
+    }
+
+    #[test]
+    fn a_routed_port_notified_through_the_mailbox_is_forwarded_to_its_thread_once() {
+        let m = mem();
+        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+        let mut out = Vec::new();
+        let b = backends(&m, &irq, &mut out);
+        let fd = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        b.ports.route(70, fd.clone()).unwrap();
+        assert!(matches!(b.ports.route(70, fd.clone()), Err(EventError::PortInUse(70))));
+        assert!(matches!(b.ports.route(4096, fd.clone()), Err(EventError::BadPort(4096))));
+        guest_notifies(&m, 70);
+        b.doorbell().unwrap();
+        assert_eq!(fd.read().unwrap(), 1, "the ring's thread was woken");
+        assert_eq!((b.stats().ports_forwarded, b.stats().notified_unserved), (1, 0));
+        // After unroute the port is nobody's: counted as unserved, the old fd stays quiet.
+        b.ports.unroute(70);
+        guest_notifies(&m, 70);
+        b.doorbell().unwrap();
+        assert!(fd.read().is_err());
+        assert_eq!((b.stats().ports_forwarded, b.stats().notified_unserved), (1, 1));
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct EventStats {
     pub irqs: u64,
     /// Bytes taken from the PV console ring.
     pub console_ring_bytes: u64,
+    /// Notifications of ports served by their own thread (a block ring) that came through
+    /// the mailbox and were forwarded by the event thread (the direct doorbell was not set up
+    /// yet, or already taken down).
+    pub ports_forwarded: u64,
     /// Passes over the xenstore ring (store-port notifications and store changes).
     pub store_passes: u64,
 }
@@ -162,14 +166,15 @@ impl fmt::Display for Stats {
         if *e != EventStats::default() {
             writeln!(
                 f,
-                "  host events: {} doorbell wake-ups, {} notifications ({} unserved), {} raises ({} irqfd writes), {} console ring bytes, {} xenstore ring passes",
+                "  host events: {} doorbell wake-ups, {} notifications ({} unserved), {} raises ({} irqfd writes), {} console ring bytes, {} xenstore ring passes, {} forwarded to backend threads",
                 e.doorbell_wakeups,
                 e.ports_notified,
                 e.notified_unserved,
                 e.ports_raised,
                 e.irqs,
                 e.console_ring_bytes,
-                e.store_passes
+                e.store_passes,
+                e.ports_forwarded
             )?;
         }
         Ok(())

@@ -57,6 +57,14 @@ impl VcpuRunner<'_, '_> {
                     self.exits.count("io_out (doorbell)");
                     self.backends.doorbell()?;
                 }
+                // A direct doorbell whose ioeventfd was just removed (its backend is
+                // disconnecting): served as a mailbox notification, which drops or forwards it.
+                VcpuExit::IoOut(DIRECT_DOORBELL_PORT, data) => {
+                    self.exits.count("io_out (direct doorbell)");
+                    if let Ok(b) = <[u8; 4]>::try_from(&data[..]) {
+                        self.backends.notified(u32::from_le_bytes(b))?;
+                    }
+                }
                 VcpuExit::IoOut(..) => self.exits.count("io_out"),
                 VcpuExit::IoIn(_, data) => {
                     data.fill(0xff);

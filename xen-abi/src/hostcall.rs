@@ -17,7 +17,7 @@
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Bumped whenever any struct or number in this module changes meaning.
-pub const HOSTCALL_VERSION: u32 = 5;
+pub const HOSTCALL_VERSION: u32 = 6;
 /// `BootInfo::magic`: "XENVMMBI".
 pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"XENVMMBI");
 
@@ -48,6 +48,14 @@ pub const DIRECTMAP_SIZE: u64 = 1 << 39;
 /// without a userspace exit on the vCPU.
 pub const DOORBELL_PORT: u16 = 0x0512;
 
+/// The I/O port the shim writes a guest port number to (a 32-bit `out`) when that port is
+/// set in [`EventMailbox::direct`]. The VMM registers one KVM_IOEVENTFD per such port with
+/// the port number as datamatch, so the notification wakes exactly the thread that serves the
+/// port (a block ring's worker), inside KVM and without going through the event thread. A
+/// write that matches no registration (a port the VMM is just unbinding) exits to the VMM,
+/// which treats it as a mailbox notification.
+pub const DIRECT_DOORBELL_PORT: u16 = 0x0514;
+
 /// Interrupt vectors the shim programs. The VMM's irqfd raises [`VECTOR_HOST_EVENT`] as an MSI
 /// to vCPU 0's local APIC (KVM GSI routing); the shim's LAPIC one-shot timer uses
 /// [`VECTOR_TIMER`]; [`VECTOR_SPURIOUS`] is the LAPIC's spurious vector.
@@ -65,6 +73,8 @@ pub const MAILBOX_WORDS: usize = 64;
 /// ```text
 ///  guest EVTCHNOP_send(p), p bound to dom0 ─► shim: to_host[p] |= bit; out DOORBELL_PORT
 ///                                             └► KVM ioeventfd ─► VMM event thread: swap words
+///    … and p set in `direct`                 ─► shim: out DIRECT_DOORBELL_PORT, p (32 bits)
+///                                             └► KVM ioeventfd (datamatch p) ─► p's own thread
 ///  VMM: to_guest[p] |= bit; write irqfd ─► MSI VECTOR_HOST_EVENT ─► shim: swap words, mark
 ///                                             each port pending as EVTCHNOP_send would
 /// ```
@@ -75,6 +85,9 @@ pub struct EventMailbox {
     pub to_host: [u64; MAILBOX_WORDS],
     /// Ports the VMM raised, for the guest (set by the VMM, cleared by the shim).
     pub to_guest: [u64; MAILBOX_WORDS],
+    /// Ports the VMM serves through their own ioeventfd on [`DIRECT_DOORBELL_PORT`] (set and
+    /// cleared by the VMM, read by the shim on every send to domain 0).
+    pub direct: [u64; MAILBOX_WORDS],
 }
 
 /// Most ports the VMM binds before boot (console, xenstore, test ports).

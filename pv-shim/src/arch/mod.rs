@@ -15,7 +15,7 @@ use xen_abi::hostcall::{
     BootInfo, FatalReport, ShimStats, DIRECTMAP_BASE, FATAL_MODE_SHIM, HC_SHIM_PANIC, HOSTCALL_DATA_SIZE,
     HOSTCALL_PORT,
 };
-use xen_abi::hostcall::{EventMailbox, HostcallPage, DOORBELL_PORT, MAILBOX_WORDS};
+use xen_abi::hostcall::{EventMailbox, HostcallPage, DIRECT_DOORBELL_PORT, DOORBELL_PORT, MAILBOX_WORDS};
 use xen_abi::Errno;
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -154,6 +154,14 @@ impl Machine for ArchMachine {
         // SAFETY: the mailbox page is shim memory shared only with the VMM, which uses atomic
         // operations on the same words; AtomicU64 has the layout of u64 and the page is aligned.
         unsafe {
+            let direct = &*(addr_of_mut!((*self.mailbox).direct[w]) as *const AtomicU64);
+            if direct.load(Ordering::Acquire) & (1 << bit) != 0 {
+                // The port has its own ioeventfd (datamatch = port): one write wakes the thread
+                // that serves it. Every send rings; the ring protocols' event indices keep
+                // these rare.
+                core::arch::asm!("out dx, eax", in("dx") DIRECT_DOORBELL_PORT, in("eax") port, options(nostack, nomem));
+                return true;
+            }
             let word = &*(addr_of_mut!((*self.mailbox).to_host[w]) as *const AtomicU64);
             // A word that already had a bit set was rung for, and the VMM has not taken it
             // yet (taking swaps the word to 0): it will see this bit too.

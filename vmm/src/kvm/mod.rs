@@ -18,7 +18,7 @@ use kvm_bindings::{
 use kvm_ioctls::{IoEventAddress, Kvm, NoDatamatch, VcpuFd, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
-use xen_abi::hostcall::{DOORBELL_PORT, LAPIC_PHYS, VECTOR_HOST_EVENT};
+use xen_abi::hostcall::{DIRECT_DOORBELL_PORT, DOORBELL_PORT, LAPIC_PHYS, VECTOR_HOST_EVENT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KvmError {
@@ -152,6 +152,23 @@ impl Vm {
             self.fd.register_ioevent(&doorbell, &IoEventAddress::Pio(u64::from(DOORBELL_PORT)), NoDatamatch),
         )?;
         Ok(EventFds { doorbell, irq })
+    }
+
+    /// Makes KVM signal `fd` when the shim writes guest port `port` to
+    /// [`DIRECT_DOORBELL_PORT`] (an ioeventfd with the port as its 32-bit datamatch).
+    pub fn register_port_doorbell(&self, port: u32, fd: &EventFd) -> Result<(), KvmError> {
+        ioctl(
+            "KVM_IOEVENTFD",
+            self.fd.register_ioevent(fd, &IoEventAddress::Pio(u64::from(DIRECT_DOORBELL_PORT)), port),
+        )
+    }
+
+    /// Undoes [`Vm::register_port_doorbell`].
+    pub fn unregister_port_doorbell(&self, port: u32, fd: &EventFd) -> Result<(), KvmError> {
+        ioctl(
+            "KVM_IOEVENTFD (deassign)",
+            self.fd.unregister_ioevent(fd, &IoEventAddress::Pio(u64::from(DIRECT_DOORBELL_PORT)), port),
+        )
     }
 
     /// Creates vCPU `id` in 64-bit mode on the shim's page tables at `entry`, with `rdi` as the

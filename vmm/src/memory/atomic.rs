@@ -32,6 +32,11 @@ pub fn fetch_or_u64(mem: &GuestMemoryMmap, gpa: u64, bits: u64) -> Result<u64, A
     with_word(mem, gpa, |w| w.fetch_or(bits, Ordering::SeqCst))
 }
 
+/// Atomically ANDs `mask` into the word at `gpa`; returns the old value.
+pub fn fetch_and_u64(mem: &GuestMemoryMmap, gpa: u64, mask: u64) -> Result<u64, AtomicWordError> {
+    with_word(mem, gpa, |w| w.fetch_and(mask, Ordering::SeqCst))
+}
+
 /// Atomically reads the word at `gpa`.
 pub fn load_u64(mem: &GuestMemoryMmap, gpa: u64) -> Result<u64, AtomicWordError> {
     with_word(mem, gpa, |w| w.load(Ordering::SeqCst))
