@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use xen_abi::io::xs_wire::*;
 use xen_abi::Errno;
 
-use super::path::{canonicalize, domain_path, is_child, parent};
+use super::path::{canonicalize, domain_path, is_child, is_valid_nodename, parent};
 use super::tree::{access, Access, Node, Perm, Tree};
 
 /// Per-domain limits, with C xenstored's defaults (`tools/xenstored/core.c`); dom0 is exempt.
@@ -583,14 +583,21 @@ impl Store {
         Ok(())
     }
 
-    /// Runs a request as dom0 (the VMM's own writes): returns the reply payload or error.
-    pub fn host(&mut self, ty: u32, payload: &[u8]) -> Result<Vec<u8>, Errno> {
-        self.connect(0);
-        self.request(0, XsdSockmsg { r#type: ty, req_id: 0, tx_id: 0, len: payload.len() as u32 }, payload);
-        let m = self.conns.get_mut(&ConnId::Domain(0)).and_then(|d| d.outbox.pop_back()).unwrap_or_default();
-        if let Some(d) = self.conns.get_mut(&ConnId::Domain(0)) {
-            d.outbox.clear();
-        }
+    /// Runs one request on connection `conn` (opening it if needed) and returns its reply
+    /// payload or error. Watch events the request fired for `conn` stay queued for
+    /// [`Store::pop_output`]: a host-side client such as the xenbus backend registers its
+    /// watches with this and drains its events separately.
+    pub fn call(&mut self, conn: impl Into<ConnId>, ty: u32, payload: &[u8]) -> Result<Vec<u8>, Errno> {
+        let conn = conn.into();
+        self.connect(conn);
+        // The reply goes right behind what was queued before; watch events come after it.
+        let at = self.queued(conn);
+        self.request(
+            conn,
+            XsdSockmsg { r#type: ty, req_id: 0, tx_id: 0, len: payload.len() as u32 },
+            payload,
+        );
+        let m = self.conns.get_mut(&conn).and_then(|d| d.outbox.remove(at)).unwrap_or_default();
         let body = m.get(16..).unwrap_or_default().to_vec();
         if m.get(..4) == Some(&XS_ERROR.to_le_bytes()[..]) {
             let name = body.split(|&b| b == 0).next().unwrap_or_default();
@@ -600,6 +607,45 @@ impl Store {
                 .map_or(Errno::EINVAL, |(e, _)| *e));
         }
         Ok(body)
+    }
+
+    /// Runs a request as dom0 (the VMM's own writes): returns the reply payload or error.
+    /// Whatever else it queued for dom0 is dropped.
+    pub fn host(&mut self, ty: u32, payload: &[u8]) -> Result<Vec<u8>, Errno> {
+        let r = self.call(0, ty, payload);
+        if let Some(d) = self.conns.get_mut(&ConnId::Domain(0)) {
+            d.outbox.clear();
+        }
+        r
+    }
+
+    /// dom0 reads the value at absolute `path`, without a request: `EINVAL` for a path that is
+    /// no valid node name, `ENOENT` for a missing node. Borrowing the store keeps a backend's
+    /// reads of a frontend's keys cheap and free of side effects.
+    pub fn host_read(&self, path: &str) -> Result<&[u8], Errno> {
+        if !is_valid_nodename(path) {
+            return Err(Errno::EINVAL);
+        }
+        self.tree.get(path).map(|n| &n.value[..]).ok_or(Errno::ENOENT)
+    }
+
+    /// dom0 lists the children of absolute `path` (`XS_DIRECTORY` without a request).
+    pub fn host_directory(&self, path: &str) -> Result<&[String], Errno> {
+        if !is_valid_nodename(path) {
+            return Err(Errno::EINVAL);
+        }
+        self.tree.get(path).map(|n| &n.children[..]).ok_or(Errno::ENOENT)
+    }
+
+    /// dom0 removes absolute `path` and everything below it. A missing node is no error, but
+    /// a missing parent is `ENOENT` (`XS_RM`'s rule).
+    pub fn host_rm(&mut self, path: &str) -> Result<(), Errno> {
+        self.host(XS_RM, format!("{path}\0").as_bytes()).map(drop)
+    }
+
+    /// dom0 creates absolute `path` (and missing parents) with an empty value if it is missing.
+    pub fn host_mkdir(&mut self, path: &str) -> Result<(), Errno> {
+        self.host(XS_MKDIR, format!("{path}\0").as_bytes()).map(drop)
     }
 
     /// dom0 writes `value` at absolute `path`.

@@ -281,3 +281,35 @@ fn a_reply_larger_than_a_message_is_e2big() {
     let part = ok(&mut s, 0, XS_DIRECTORY_PART, 0, b"/local/domain/0/big\x000\0");
     assert!(part.len() <= XENSTORE_PAYLOAD_MAX);
 }
+
+#[test]
+fn call_returns_the_reply_and_leaves_the_watch_events_queued() {
+    let mut s = store();
+    let a = s.open_client();
+    ok(&mut s, a, XS_WATCH, 0, b"/local/domain/1/data\0early\0");
+    // The immediate event of the first watch is still queued when the second is set up.
+    assert_eq!(s.call(a, XS_WATCH, b"/local/domain/1/data/x\0late\0"), Ok(b"OK\0".to_vec()));
+    assert_eq!(s.call(a, XS_READ, b"/local/domain/1/nothing\0"), Err(xen_abi::Errno::ENOENT));
+    assert_eq!(events(&mut s, a), ["/local/domain/1/data|early|", "/local/domain/1/data/x|late|"]);
+    // host() still drops what it queued for dom0, and reads its own reply, not an event.
+    ok(&mut s, 0, XS_WATCH, 0, b"/local/domain/1/data\0mine\0");
+    assert_eq!(s.host(XS_WRITE, b"/local/domain/1/data/y\0v"), Ok(b"OK\0".to_vec()));
+    assert_eq!(s.queued(0), 0);
+}
+
+#[test]
+fn host_reads_lists_removes_and_makes_directories_as_dom0() {
+    let mut s = store();
+    s.host_write("/local/domain/1/data/a/b", b"v").unwrap();
+    s.host_set_perms("/local/domain/1/data/a/b", &["n1"]).unwrap();
+    assert_eq!(s.host_read("/local/domain/1/data/a/b"), Ok(&b"v"[..]));
+    assert_eq!(s.host_read("/local/domain/1/data/none"), Err(xen_abi::Errno::ENOENT));
+    assert_eq!(s.host_read("relative/path"), Err(xen_abi::Errno::EINVAL));
+    assert_eq!(s.host_read("/bad//path"), Err(xen_abi::Errno::EINVAL));
+    assert_eq!(s.host_directory("/local/domain/1/data/a"), Ok(&["b".to_owned()][..]));
+    s.host_mkdir("/local/domain/1/data/a/c").unwrap();
+    assert_eq!(s.host_directory("/local/domain/1/data/a").unwrap().len(), 2);
+    s.host_rm("/local/domain/1/data/a").unwrap();
+    assert_eq!(s.host_directory("/local/domain/1/data/a"), Err(xen_abi::Errno::ENOENT));
+    s.host_rm("/local/domain/1/data/a").unwrap(); // already gone: no error
+}
