@@ -237,7 +237,7 @@ pub fn xvd_devid(index: u32) -> Option<u32> {
     }
 }
 
-struct Device {
+struct Device<'a> {
     fe_dir: String,
     be_dir: String,
     /// `xenbus_dev_fatal`'s directory for this device.
@@ -248,20 +248,20 @@ struct Device {
     state: XenbusState,
     /// [`Xenbus::close`] was asked: do not (re)connect, wait for the frontend to close.
     unplug: bool,
-    backend: Box<dyn Backend>,
+    backend: Box<dyn Backend + 'a>,
 }
 
 /// One domain's split devices: their store directories, watches and backends.
-pub struct Xenbus {
+pub struct Xenbus<'a> {
     domid: u16,
     /// The connection the watches are on: dom0's rights, events drained by `process` only.
     conn: ConnId,
-    devices: BTreeMap<(&'static str, u32), Device>,
+    devices: BTreeMap<(&'static str, u32), Device<'a>>,
 }
 
-impl Xenbus {
+impl<'a> Xenbus<'a> {
     /// A bus for domain `domid`, with its own store connection for its watches.
-    pub fn new(store: &mut Store, domid: u16) -> Xenbus {
+    pub fn new(store: &mut Store, domid: u16) -> Xenbus<'a> {
         Xenbus { domid, conn: store.open_client(), devices: BTreeMap::new() }
     }
 
@@ -283,7 +283,7 @@ impl Xenbus {
         &mut self,
         store: &mut Store,
         spec: DeviceSpec,
-        backend: Box<dyn Backend>,
+        backend: Box<dyn Backend + 'a>,
     ) -> Result<(), XenbusError> {
         let DeviceSpec { kind, devid, frontend_keys, backend_keys } = spec;
         if !valid_key(kind) || kind.contains('/') {
@@ -479,7 +479,7 @@ impl Xenbus {
 fn write_directories(
     store: &mut Store,
     domid: u16,
-    dev: &Device,
+    dev: &Device<'_>,
     frontend_keys: &[(String, String)],
     backend_keys: &[(String, String)],
     probe_keys: &[(String, String)],
@@ -530,7 +530,7 @@ fn store_err(op: &'static str, path: &str) -> impl FnOnce(Errno) -> XenbusError 
 
 /// Removes a device's directories and the parents they leave empty, up to the device-class
 /// roots (`libxl__xs_path_cleanup`, bounded: it stops at `device`, `backend` and `error`).
-fn remove_directories(store: &mut Store, domid: u16, dev: &Device) {
+fn remove_directories(store: &mut Store, domid: u16, dev: &Device<'_>) {
     let home = domain_path(domid);
     let dom0 = domain_path(BACKEND_DOMID);
     for (dir, stop) in [
@@ -554,7 +554,7 @@ fn remove_directories(store: &mut Store, domid: u16, dev: &Device) {
 
 /// `xenbus_switch_state`: writes `state` unless it is the cached state already or the
 /// backend's `state` node is gone. Returns true when it wrote.
-fn switch_state(store: &mut Store, dev: &mut Device, state: XenbusState) -> bool {
+fn switch_state(store: &mut Store, dev: &mut Device<'_>, state: XenbusState) -> bool {
     if dev.state == state {
         return false;
     }
@@ -568,7 +568,7 @@ fn switch_state(store: &mut Store, dev: &mut Device, state: XenbusState) -> bool
 
 /// `xenbus_dev_fatal`: records `"<errno> <message>"` in the device's error node, then
 /// switches to Closing. Returns true (it wrote the error node).
-fn fatal(store: &mut Store, dev: &mut Device, errno: Errno, message: &str) -> bool {
+fn fatal(store: &mut Store, dev: &mut Device<'_>, errno: Errno, message: &str) -> bool {
     let mut text = format!("{} {message}", errno.0);
     if text.len() > MAX_ERROR_LEN {
         let mut end = MAX_ERROR_LEN;
@@ -584,7 +584,7 @@ fn fatal(store: &mut Store, dev: &mut Device, errno: Errno, message: &str) -> bo
 
 /// Writes the keys a backend returned from `connect`, then Connected. A key the backend
 /// should not have returned is a fatal error (nothing is written).
-fn publish(store: &mut Store, dev: &mut Device, keys: &[(String, String)]) -> bool {
+fn publish(store: &mut Store, dev: &mut Device<'_>, keys: &[(String, String)]) -> bool {
     if let Some((k, _)) = keys
         .iter()
         .find(|(k, v)| !valid_key(k) || BACKEND_RESERVED.contains(&k.as_str()) || v.len() > MAX_VALUE_LEN)
