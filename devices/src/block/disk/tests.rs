@@ -226,6 +226,21 @@ fn anything_else_probes_as_raw_and_says_so() {
 }
 
 #[test]
+fn only_probed_raw_images_refuse_writing_the_qcow2_magic() {
+    let dir = Scratch::new();
+    let path = dir.raw("a.img", 8192);
+    let mut sector = QCOW2_MAGIC.to_vec();
+    sector.resize(512, 0);
+    let probed = Disk::open(&opts(&path)).unwrap();
+    assert!(probed.write_would_make_qcow2(0, &sector));
+    assert!(!probed.write_would_make_qcow2(512, &sector));
+    assert!(!probed.write_would_make_qcow2(0, &[0; 512]));
+    drop(probed);
+    let told = Disk::open(&DiskOptions { format: Some(Format::Raw), ..opts(&path) }).unwrap();
+    assert!(!told.write_would_make_qcow2(0, &sector));
+}
+
+#[test]
 fn an_empty_file_is_an_empty_raw_disk() {
     let dir = Scratch::new();
     let path = dir.raw("empty.img", 0);

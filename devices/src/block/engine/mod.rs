@@ -131,7 +131,15 @@ pub(crate) fn raw_engine(
     if kind == EngineKind::Sync {
         return Ok(Box::new(sync::SyncEngine::new(Arc::clone(image), mem)));
     }
-    match uring::UringEngine::new(Arc::clone(image), Arc::clone(&mem)) {
+    #[cfg(test)]
+    let uring = if tests::URING_REFUSED.get() {
+        Err(io::Error::from_raw_os_error(libc::EPERM))
+    } else {
+        uring::UringEngine::new(Arc::clone(image), Arc::clone(&mem))
+    };
+    #[cfg(not(test))]
+    let uring = uring::UringEngine::new(Arc::clone(image), Arc::clone(&mem));
+    match uring {
         Ok(engine) => Ok(Box::new(engine)),
         Err(e) if kind == EngineKind::Auto => {
             if !image.uring_fallback_logged.swap(true, Ordering::Relaxed) {

@@ -5,6 +5,12 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use vm_memory::{Bytes, GuestAddress};
 
+thread_local! {
+    /// Makes this thread's io_uring setups fail, as `kernel.io_uring_disabled=2` or a seccomp
+    /// filter would.
+    pub(super) static URING_REFUSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// The raw engines, with how each is opened.
 const RAW_ENGINES: [(EngineKind, CacheMode); 4] = [
     (EngineKind::IoUring, CacheMode::Writeback),
@@ -187,6 +193,28 @@ fn many_operations_in_one_submit_all_complete() {
 }
 
 #[test]
+fn operations_beyond_the_ring_wait_and_go_out_as_completions_make_room() {
+    let dir = Scratch::new();
+    let path = dir.raw("a.img", 1 << 20);
+    let disk = open(&path, CacheMode::Writeback);
+    let mem = Arc::new(guest_memory());
+    let mut e = uring::UringEngine::new(disk.raw_image(), Arc::clone(&mem)).unwrap();
+    let n = 2000u64;
+    for i in 0..n {
+        let op = IoOp::Read { offset: (i % 2048) * 512, bufs: vec![guest((i % 4096) * 1024, 512)] };
+        e.queue(i, op);
+    }
+    e.submit().unwrap();
+    // One io_uring_enter took what fits in the 512 submission slots; the rest waits.
+    assert_eq!(e.backlog_len(), (n - URING_ENTRIES as u64) as usize);
+    assert_eq!(e.in_flight(), n as usize);
+    let mut out = Vec::new();
+    drain(&mut e, &mut out);
+    assert_eq!(out.len(), n as usize);
+    assert!(out.iter().all(|(_, r)| r.is_ok()));
+}
+
+#[test]
 fn io_uring_runs_here_and_sync_is_forced_on_request() {
     let dir = Scratch::new();
     let path = dir.raw("a.img", 1 << 16);
@@ -203,6 +231,83 @@ fn io_uring_runs_here_and_sync_is_forced_on_request() {
     sync.completions(&mut out);
     assert!(matches!(out.as_slice(), [(7, Ok(()))]));
     assert_eq!(sync.in_flight(), 0);
+}
+
+#[test]
+fn without_io_uring_the_sync_engine_takes_over() {
+    let dir = Scratch::new();
+    let path = dir.raw("a.img", 1 << 16);
+    let disk = open(&path, CacheMode::Writeback);
+    let mem = guest_memory();
+    URING_REFUSED.set(true);
+    let auto = disk.engine(mem.clone());
+    let forced = disk.engine_with(mem.clone(), EngineKind::IoUring);
+    URING_REFUSED.set(false);
+    let mut e = auto.expect("the fallback");
+    assert!(e.completion_fd().is_none(), "the synchronous engine");
+    fill(&mem, 0, 512, 8);
+    let write = IoOp::Write { offset: 512, bufs: vec![guest(0, 512)] };
+    ok(run(&mut *e, vec![write, IoOp::Flush]));
+    assert_eq!(file_bytes(&path, 512, 512), guest_bytes(&mem, 0, 512));
+    let err = forced.err().expect("io_uring was asked for explicitly");
+    assert!(matches!(err, crate::block::disk::DiskError::Engine { .. }), "{err}");
+}
+
+#[test]
+fn disks_and_engines_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Disk>();
+    let dir = Scratch::new();
+    let path = dir.raw("a.img", 1 << 16);
+    let disk = open(&path, CacheMode::Writeback);
+    let mut e = disk.engine(guest_memory()).unwrap();
+    std::thread::spawn(move || ok(run(&mut *e, vec![IoOp::Flush]))).join().unwrap();
+}
+
+#[test]
+fn qcow2_rings_allocate_concurrently() {
+    // Several rings writing new clusters at once share one imago image: every write must be
+    // found again, on the same run and after reopening.
+    let dir = Scratch::new();
+    let path = dir.qcow2("a.qcow2", 8 << 20, None);
+    let disk = Arc::new(Disk::open(&opts(&path)).unwrap());
+    let mem = guest_memory();
+    const RINGS: u64 = 4;
+    const WRITES: u64 = 64;
+    // Ring r writes 4 KiB blocks r, r + RINGS, ...: interleaved, so rings allocate clusters
+    // next to each other, share L2 tables, and some writes straddle two clusters.
+    let block = |r: u64, i: u64| (i * RINGS + r) * 0x4e00;
+    for r in 0..RINGS {
+        fill(&mem, 0x1_0000 * r, 4096, r as u8 + 1);
+    }
+    let threads: Vec<_> = (0..RINGS)
+        .map(|r| {
+            let disk = Arc::clone(&disk);
+            let mem = mem.clone();
+            std::thread::spawn(move || {
+                let mut e = disk.engine(mem).unwrap();
+                let ops = (0..WRITES)
+                    .map(|i| IoOp::Write { offset: block(r, i), bufs: vec![guest(0x1_0000 * r, 4096)] })
+                    .collect();
+                ok(run(&mut *e, ops));
+                ok(run(&mut *e, vec![IoOp::Flush]));
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    drop(disk);
+    let disk = Disk::open(&opts(&path)).unwrap();
+    let mut e = disk.engine(mem.clone()).unwrap();
+    for r in 0..RINGS {
+        let want = guest_bytes(&mem, 0x1_0000 * r, 4096);
+        for i in 0..WRITES {
+            let read = IoOp::Read { offset: block(r, i), bufs: vec![guest(0x30_0000, 4096)] };
+            ok(run(&mut *e, vec![read]));
+            assert_eq!(guest_bytes(&mem, 0x30_0000, 4096), want, "ring {r} write {i}");
+        }
+    }
 }
 
 #[test]

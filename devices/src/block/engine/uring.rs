@@ -67,6 +67,12 @@ impl UringEngine {
         })
     }
 
+    /// Work waiting for room in the ring.
+    #[cfg(test)]
+    pub(super) fn backlog_len(&self) -> usize {
+        self.backlog.len()
+    }
+
     /// Moves backlog work into the ring while it has room.
     fn pump(&mut self) {
         while let Some(work) = self.backlog.pop_front() {
