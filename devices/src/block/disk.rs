@@ -265,7 +265,7 @@ impl Disk {
             None if read_head(&file).map_err(io_err)?.starts_with(&QCOW2_MAGIC) => Format::Qcow2,
             None => Format::Raw,
         };
-        let mut physical_sector_size = physical_sector_size(&file, is_block);
+        let physical_sector_size = physical_sector_size(&file, is_block);
         let (sectors, image) = match format {
             Format::Raw => {
                 let size = (&file).seek(SeekFrom::End(0)).map_err(io_err)?;
@@ -275,10 +275,7 @@ impl Disk {
                 let direct = if direct {
                     let align = direct_alignment(&file, is_block)
                         .map_err(|source| DiskError::DirectUnsupported { path: path.clone(), source })?;
-                    if align.offset > SECTOR_SIZE as usize {
-                        return Err(DiskError::DirectAlignment { path, align: align.offset });
-                    }
-                    Some(align)
+                    Some(check_direct_alignment(&path, align)?)
                 } else {
                     None
                 };
@@ -314,11 +311,6 @@ impl Disk {
                 (size / SECTOR_SIZE, Image::Qcow2(Arc::new(qcow2)))
             }
         };
-        if let Image::Raw(raw) = &image {
-            if let Some(align) = raw.direct {
-                physical_sector_size = physical_sector_size.max(align.offset as u32);
-            }
-        }
         Ok(Disk {
             path,
             format,
@@ -542,6 +534,19 @@ fn direct_alignment(file: &File, is_block: bool) -> io::Result<DirectAlign> {
     let offset = if reads(&mut block[at..at + 512])? { 512 } else { 4096 };
     let mem = if reads(&mut block[at + 512..at + 512 + offset])? { 512 } else { 4096 };
     Ok(DirectAlign { mem, offset })
+}
+
+/// Refuses `cache=none` on files that need offsets aligned to more than a sector (4Kn disks):
+/// guests send 512-byte sector runs, and sub-block writes would need a read-modify-write that
+/// can lose a concurrent write to the other half of the block unless every ring serialises on
+/// it (QEMU's request serialisation). Page-cache mode does that correctly in the kernel, so
+/// the user is sent there. Memory alignment, by contrast, costs only a copy (the engines
+/// bounce), so any value is accepted.
+fn check_direct_alignment(path: &Path, align: DirectAlign) -> Result<DirectAlign, DiskError> {
+    if align.offset > SECTOR_SIZE as usize {
+        return Err(DiskError::DirectAlignment { path: path.to_path_buf(), align: align.offset });
+    }
+    Ok(align)
 }
 
 /// Whether the file system can punch holes in this file. A zero-length punch proves nothing

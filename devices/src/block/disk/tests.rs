@@ -332,6 +332,16 @@ fn cache_none_opens_with_the_probed_alignment() {
 }
 
 #[test]
+fn cache_none_is_refused_where_sectors_would_need_read_modify_write() {
+    let path = Path::new("/dev/4kn");
+    let ok = DirectAlign { mem: 4096, offset: 512 };
+    assert_eq!(check_direct_alignment(path, ok).unwrap(), ok);
+    let e = check_direct_alignment(path, DirectAlign { mem: 512, offset: 4096 }).unwrap_err();
+    assert!(matches!(e, DiskError::DirectAlignment { align: 4096, .. }));
+    assert!(e.to_string().contains("use cache=writeback"), "{e}");
+}
+
+#[test]
 fn qcow2_cache_none_opens() {
     let dir = Scratch::new();
     let path = dir.qcow2("a.qcow2", 1 << 20, None);

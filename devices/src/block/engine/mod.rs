@@ -242,22 +242,25 @@ impl RawImage {
             return Ok(Transfer { offset, iov, scatter: None });
         }
         let total = bufs.iter().map(IoBuf::len).sum();
-        let mut iov = Iovecs::bounce(mem, total, mem_align.max(BOUNCE_ALIGN));
+        let align = mem_align.max(BOUNCE_ALIGN);
         if !write {
+            let iov = Iovecs::bounce(mem, total, align, |_| Ok::<(), IoError>(()))?;
             return Ok(Transfer { offset, iov, scatter: Some(bufs) });
         }
-        let bounce = iov.bounce_bytes_mut().expect("a bounce buffer");
-        let mut at = 0;
-        for buf in &bufs {
-            let dst = &mut bounce[at..at + buf.len()];
-            match buf {
-                IoBuf::Guest { gpa, .. } => {
-                    mem.read_slice(dst, *gpa).map_err(|_| IoError::BadBuffer(gpa.0))?
+        let iov = Iovecs::bounce(mem, total, align, |bounce| {
+            let mut at = 0;
+            for buf in &bufs {
+                let dst = &mut bounce[at..at + buf.len()];
+                match buf {
+                    IoBuf::Guest { gpa, .. } => {
+                        mem.read_slice(dst, *gpa).map_err(|_| IoError::BadBuffer(gpa.0))?
+                    }
+                    IoBuf::Host(v) => dst.copy_from_slice(v),
                 }
-                IoBuf::Host(v) => dst.copy_from_slice(v),
+                at += buf.len();
             }
-            at += buf.len();
-        }
+            Ok::<(), IoError>(())
+        })?;
         Ok(Transfer { offset, iov, scatter: None })
     }
 }

@@ -3,6 +3,10 @@
 //! updates) with its own locks, so rings do not wait on each other for plain reads and
 //! overwrites of allocated clusters. Data moves without copies: imago's vm-memory I/O vectors
 //! wrap the guest's buffers, and its file driver `preadv`/`pwritev`s straight into them.
+//! (imago builds those vectors as byte slices over guest memory, inside the crate: the one
+//! place where guest memory is seen through Rust references. Guest data is copied only when
+//! imago realigns it for `O_DIRECT`; copy-on-write of cluster heads and tails and inflating
+//! compressed clusters use imago's own buffers.)
 //!
 //! # What imago caches, and why a flushed write survives SIGKILL
 //!

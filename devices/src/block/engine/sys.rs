@@ -77,31 +77,34 @@ impl Iovecs {
     }
 
     /// A single host buffer of `len` bytes whose address is a multiple of `align` (a power of
-    /// two), for I/O that cannot go straight to the guest's buffers.
-    pub fn bounce(mem: &Arc<GuestMemoryMmap>, len: usize, align: usize) -> Iovecs {
+    /// two), for I/O that cannot go straight to the guest's buffers. `fill` writes its
+    /// contents first (for a write); the iovec is made afterwards, so that no borrow of the
+    /// buffer is taken after its raw pointer.
+    pub fn bounce<E>(
+        mem: &Arc<GuestMemoryMmap>,
+        len: usize,
+        align: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<Iovecs, E> {
         let mut block = vec![0u8; len + align];
         let at = block.as_ptr().align_offset(align);
+        fill(&mut block[at..at + len])?;
         let iov = libc::iovec { iov_base: block[at..].as_mut_ptr().cast(), iov_len: len };
-        Iovecs {
+        Ok(Iovecs {
             iov: Box::new([iov]),
             start: 0,
             owned: vec![block],
             bounce: Some((at, len)),
             _mem: Arc::clone(mem),
-        }
+        })
     }
 
-    /// The aligned bytes of a bounce buffer (`None` for other lists). Only reachable while no
-    /// operation is in flight on this list: a pushed list belongs to its [`Uring`].
+    /// The aligned bytes of a bounce buffer (`None` for other lists), to copy out after a
+    /// read. Only reachable while no operation is in flight on this list: a pushed list
+    /// belongs to its [`Uring`].
     pub fn bounce_bytes(&self) -> Option<&[u8]> {
         let (at, len) = self.bounce?;
         Some(&self.owned[0][at..at + len])
-    }
-
-    /// Writable view of [`Iovecs::bounce_bytes`], to fill a bounce buffer before a write.
-    pub fn bounce_bytes_mut(&mut self) -> Option<&mut [u8]> {
-        let (at, len) = self.bounce?;
-        Some(&mut self.owned[0][at..at + len])
     }
 
     /// Bytes still to transfer.

@@ -36,8 +36,9 @@ enum Work {
     /// Not yet checked (checked when it goes into the ring, so a flush failure seen meanwhile
     /// applies to it).
     Op(u64, IoOp),
-    /// The remainder of a short transfer.
-    Again(Sqe, Pending),
+    /// Checked and prepared: an operation the ring had no room for, the rest of a short
+    /// transfer, or an operation to retry after `EAGAIN`.
+    Ready(Sqe, Pending),
 }
 
 pub(super) struct UringEngine {
@@ -77,7 +78,7 @@ impl UringEngine {
     fn pump(&mut self) {
         while let Some(work) = self.backlog.pop_front() {
             let (sqe, pending) = match work {
-                Work::Again(sqe, pending) => (sqe, pending),
+                Work::Ready(sqe, pending) => (sqe, pending),
                 Work::Op(token, op) => {
                     let (sqe, scatter) = match self.image.plan(&self.mem, op) {
                         Step::Done(result) => {
@@ -95,7 +96,7 @@ impl UringEngine {
                 }
             };
             if let Err((sqe, pending)) = self.ring.push(sqe, pending) {
-                self.backlog.push_front(Work::Again(sqe, pending));
+                self.backlog.push_front(Work::Ready(sqe, pending));
                 break;
             }
         }
@@ -105,7 +106,7 @@ impl UringEngine {
     /// (or the whole operation after `EAGAIN`/`EINTR`) to go out again.
     fn complete(&mut self, res: i32, sqe: Sqe, pending: Pending) {
         if res == -libc::EAGAIN || res == -libc::EINTR {
-            self.backlog.push_front(Work::Again(sqe, pending));
+            self.backlog.push_front(Work::Ready(sqe, pending));
             return;
         }
         let Pending { token, scatter } = pending;
@@ -140,7 +141,17 @@ impl UringEngine {
             Sqe::Readv { offset: t.offset, iov: t.iov }
         };
         let pending = Pending { token, scatter: t.scatter };
-        self.backlog.push_front(Work::Again(sqe, pending));
+        self.backlog.push_front(Work::Ready(sqe, pending));
+    }
+
+    /// Raises the eventfd for what no CQE will announce: operations answered without I/O, and
+    /// entries the kernel did not take (`EAGAIN`/`EBUSY`, or an error) that the next
+    /// `completions()` must hand over again, since nothing else would wake the backend.
+    /// Writing fails only when the counter would overflow, i.e. when it is readable anyway.
+    fn wake_if_needed(&mut self) {
+        if !self.done.is_empty() || self.ring.has_unsubmitted() {
+            let _ = self.eventfd.write(1);
+        }
     }
 
     /// One `io_uring_enter` for whatever sits in the submission ring.
@@ -180,11 +191,7 @@ impl BlockIo for UringEngine {
         self.backlog.extend(self.queued.drain(..).map(|(token, op)| Work::Op(token, op)));
         self.pump();
         let result = self.enter().map_err(IoError::Io);
-        if !self.done.is_empty() {
-            // Answered without a CQE: the backend still learns of it through the eventfd.
-            // Writing fails only when the counter would overflow, i.e. it is readable anyway.
-            let _ = self.eventfd.write(1);
-        }
+        self.wake_if_needed();
         result
     }
 
@@ -201,10 +208,10 @@ impl BlockIo for UringEngine {
             self.pump();
         }
         if let Err(e) = self.enter() {
-            // The entries stay in the ring; the next submit() tries again.
             log::warn!("{}: io_uring_enter failed: {e}", self.image.path.display());
         }
         out.append(&mut self.done);
+        self.wake_if_needed();
     }
 
     fn completion_fd(&self) -> Option<RawFd> {
