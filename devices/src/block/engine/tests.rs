@@ -564,3 +564,66 @@ fn completions_of_several_submits_are_all_reported() {
     tokens.sort_unstable();
     assert_eq!(tokens, (0..30).collect::<Vec<_>>());
 }
+
+/// Set in the child process of `sigkill_keeps_every_write_completed_before_a_flush`: the image
+/// to write, then the engine to use.
+const SIGKILL_CHILD: &str = "XENVMM_TEST_SIGKILL_CHILD";
+
+/// The child half of `sigkill_keeps_every_write_completed_before_a_flush`; in a normal run it
+/// has nothing to do and returns at once.
+#[test]
+fn sigkill_child() {
+    let Ok(spec) = std::env::var(SIGKILL_CHILD) else {
+        return;
+    };
+    let (path, kind) = spec.split_once(';').unwrap();
+    let kind = if kind == "sync" { EngineKind::Sync } else { EngineKind::IoUring };
+    let disk = Disk::open(&opts(Path::new(path))).unwrap();
+    let mem = guest_memory();
+    let mut e = engine(&disk, &mem, kind);
+    fill(&mem, 0, 64 * 4096, 0x3c);
+    let ops =
+        (0..64u64).map(|i| IoOp::Write { offset: i * 0x1_1000, bufs: vec![guest(i * 4096, 4096)] }).collect();
+    ok(run(&mut *e, ops));
+    ok(run(&mut *e, vec![IoOp::Flush]));
+    // Written after the flush: may or may not survive, but must not corrupt anything.
+    let ops = (0..64u64)
+        .map(|i| IoOp::Write { offset: 0x60_0000 + i * 0x8000, bufs: vec![guest(i * 4096, 4096)] })
+        .collect();
+    ok(run(&mut *e, ops));
+    println!("FLUSHED");
+    use std::io::Write;
+    std::io::stdout().flush().unwrap();
+    nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL).unwrap();
+    unreachable!("SIGKILL");
+}
+
+#[test]
+fn sigkill_keeps_every_write_completed_before_a_flush() {
+    use std::os::unix::process::ExitStatusExt;
+    for (name, kind) in [("qcow2", "sync"), ("raw", "uring"), ("raw", "sync")] {
+        let dir = Scratch::new();
+        let path =
+            if name == "qcow2" { dir.qcow2("a.qcow2", 8 << 20, None) } else { dir.raw("a.img", 8 << 20) };
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "block::engine::tests::sigkill_child", "--nocapture", "--test-threads=1"])
+            .env(SIGKILL_CHILD, format!("{};{kind}", path.display()))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{name}/{kind}: {stdout}{stderr}");
+        assert!(stdout.contains("FLUSHED"), "{name}/{kind}: {stdout}");
+
+        let disk = Disk::open(&opts(&path)).expect("the image opens after SIGKILL");
+        let mem = guest_memory();
+        fill(&mem, 0, 64 * 4096, 0x3c);
+        let mut e = disk.engine(mem.clone()).unwrap();
+        for i in 0..64u64 {
+            let read = IoOp::Read { offset: i * 0x1_1000, bufs: vec![guest(0x20_0000, 4096)] };
+            ok(run(&mut *e, vec![read]));
+            let want = guest_bytes(&mem, i * 4096, 4096);
+            assert_eq!(guest_bytes(&mem, 0x20_0000, 4096), want, "{name}/{kind}: write {i}");
+        }
+    }
+}
