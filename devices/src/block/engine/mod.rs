@@ -1,6 +1,6 @@
 //! The I/O engines behind [`BlockIo`]: io_uring and synchronous for raw images, imago for
 //! qcow2. [`Disk::engine`](super::disk::Disk::engine) gives each ring its own engine; all
-//! engines of one disk share its file(s) and its [`FlushHealth`].
+//! engines of one disk share its file(s) and its `FlushHealth`.
 //!
 //! # Integrity
 //!
@@ -13,8 +13,9 @@
 //!   when it returned: it covers every write that completed before it was queued, which is all
 //!   the guest may rely on (it never waits for writes still in flight; blkfront does not send
 //!   barriers).
-//! - **qcow2**: see [`qcow2`]: data reaches the file before a write completes; the metadata that
-//!   finds it (L2 tables, refcounts) reaches the file at the latest on the next flush.
+//! - **qcow2** (details in the `qcow2` module): data reaches the file before a write
+//!   completes; the metadata that finds it (L2 tables, refcounts) reaches the file at the
+//!   latest on the next flush, which also `fsync`s.
 //! - **Sticky failure.** Linux reports a writeback error to one `fsync` per open file
 //!   description and may then mark the lost pages clean, so a second `fdatasync` succeeds
 //!   although data is gone. All rings share one description, and blkfront turns an error on an
