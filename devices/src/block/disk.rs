@@ -589,7 +589,7 @@ fn open_qcow2(
     let opts = StorageOpenOptions::new().filename(path).write(!readonly).direct(direct);
     let qcow2_err = |source| DiskError::Qcow2 { path: path.to_path_buf(), source };
     let storage = imago::file::File::from_open_file(file, opts.clone()).map_err(qcow2_err)?;
-    let gate = LockingGate { readonly, locked: Rc::default() };
+    let gate = LockingGate { readonly, depth: 0, locked: Rc::default() };
     let qcow2 = Qcow2::<imago::file::File>::builder(storage)
         .write(!readonly)
         .storage_open_options(opts)
@@ -601,6 +601,9 @@ fn open_qcow2(
     Ok(FormatAccess::new(qcow2))
 }
 
+/// Longest backing chain opened (QEMU has no limit; real chains are a few images long).
+const MAX_BACKING_DEPTH: usize = 64;
+
 /// Opens what a qcow2 image refers to (backing images, an external data file) the way the
 /// image itself is opened: locked, shared for backing files, which imago opens read-only.
 /// Remembers a lock conflict so that it becomes [`DiskError::Locked`] and not a qcow2 error.
@@ -608,6 +611,9 @@ fn open_qcow2(
 struct LockingGate {
     /// A read-only image's data file is opened read-only too (imago asks for write access).
     readonly: bool,
+    /// Backing images above this one: a chain that refers back to itself would otherwise
+    /// recurse until the stack overflows.
+    depth: usize,
     locked: Rc<RefCell<Option<PathBuf>>>,
 }
 
@@ -616,7 +622,13 @@ impl ImplicitOpenGate<imago::file::File> for LockingGate {
         &mut self,
         builder: F,
     ) -> io::Result<FormatAccess<imago::file::File>> {
-        Ok(FormatAccess::new(builder.open(self.clone())?))
+        if self.depth >= MAX_BACKING_DEPTH {
+            return Err(io::Error::other(format!(
+                "the backing chain is longer than {MAX_BACKING_DEPTH} images (does it loop?)"
+            )));
+        }
+        let gate = LockingGate { depth: self.depth + 1, ..self.clone() };
+        Ok(FormatAccess::new(builder.open(gate)?))
     }
 
     fn open_storage(&mut self, opts: StorageOpenOptions) -> io::Result<imago::file::File> {

@@ -321,6 +321,17 @@ fn open_reports_a_missing_backing_file() {
 }
 
 #[test]
+fn a_backing_chain_that_loops_is_refused() {
+    let dir = Scratch::new();
+    let path = dir.qcow2("self.qcow2", 1 << 20, Some(("self.qcow2", "qcow2")));
+    let e = open_err(&DiskOptions { readonly: true, ..opts(&path) });
+    let DiskError::Qcow2 { source, .. } = &e else {
+        panic!("{e}");
+    };
+    assert!(source.to_string().contains("does it loop?"), "{source}");
+}
+
+#[test]
 fn cache_none_opens_with_the_probed_alignment() {
     let dir = Scratch::new();
     let path = dir.raw("a.img", 1 << 20);
