@@ -3,7 +3,7 @@
 //!
 //! Backends reach guest memory only through vm-memory's bounds-checked [`vm_memory::Bytes`]
 //! copies and atomic loads/stores, never through references into it.
-//! The one exception is the block engines' system-call layer (`block::engine`), which hands
+//! The one exception is the block engines' system-call layer (`block::engine::sys`), which hands
 //! the kernel pointers into guest memory for I/O straight to and from granted pages.
 #![deny(unsafe_code)]
 

@@ -16,6 +16,9 @@
 //! image files, `engine` holds the I/O engines. Everything here is safe Rust except the engines'
 //! system-call layer.
 
+pub mod disk;
+pub mod engine;
+
 use std::os::fd::RawFd;
 use vm_memory::GuestAddress;
 
