@@ -10,4 +10,5 @@
 pub mod block;
 pub mod console;
 pub mod grant;
+pub mod ring;
 pub mod xenstore;
