@@ -16,6 +16,8 @@
 //! image files, `engine` holds the I/O engines. Everything here is safe Rust except the engines'
 //! system-call layer.
 
+pub mod request;
+
 use std::os::fd::RawFd;
 use vm_memory::GuestAddress;
 
