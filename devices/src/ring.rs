@@ -112,7 +112,7 @@ impl BackRing {
         if pages.is_empty() || pages.len() > MAX_RING_PAGES {
             return Err(RingError::PageCount(pages.len()));
         }
-        if let Some(p) = pages.iter().find(|p| p.0 % PAGE != 0 || p.0.checked_add(PAGE).is_none()) {
+        if let Some(p) = pages.iter().find(|p| !p.0.is_multiple_of(PAGE) || p.0.checked_add(PAGE).is_none()) {
             return Err(RingError::UnalignedPage(p.0));
         }
         let entry_size = req_size.max(rsp_size);

@@ -16,7 +16,10 @@
 //! image files, `engine` holds the I/O engines. Everything here is safe Rust except the engines'
 //! system-call layer.
 
+pub mod backend;
 pub mod request;
+#[cfg(any(test, feature = "testutil"))]
+pub mod testutil;
 
 use std::os::fd::RawFd;
 use vm_memory::GuestAddress;
@@ -95,6 +98,10 @@ pub trait BlockIo: Send {
 
     /// Issues everything queued since the last call: one `io_uring_enter` for the io_uring
     /// engine; the synchronous engines perform the operations here, in queue order.
+    ///
+    /// An error loses nothing: what could not be issued stays queued, and the backend calls
+    /// `submit` again on its next pass (an operation that fails completes with its error
+    /// through [`completions`](BlockIo::completions), like any other).
     fn submit(&mut self) -> Result<(), IoError>;
 
     /// Appends the operations that completed since the last call.
