@@ -262,6 +262,11 @@ where
         self.info
     }
 
+    /// The ring's indices (for `--stats` and checks).
+    pub fn ring(&self) -> &BackRing {
+        &self.ring
+    }
+
     /// Requests taken and not yet answered.
     pub fn in_flight(&self) -> usize {
         self.pending.len()

@@ -14,7 +14,8 @@
 //! The parts: `request` parses and validates one copied request (direct or indirect),
 //! `backend` is one ring's state machine over a [`BlockIo`] engine, `disk` opens and locks
 //! image files, `engine` holds the I/O engines. Everything here is safe Rust except the engines'
-//! system-call layer.
+//! system-call layer. `testutil` (tests, and the fuzz targets through the `testutil` feature)
+//! has an in-memory engine and a stand-in blkfront.
 
 pub mod backend;
 pub mod request;

@@ -65,7 +65,8 @@ impl Segment {
     }
 
     pub fn sectors(&self) -> u64 {
-        u64::from(self.last_sect - self.first_sect) + 1
+        // Checked by `parse`: last_sect >= first_sect.
+        u64::from(self.last_sect.saturating_sub(self.first_sect)) + 1
     }
 
     /// Bytes of data (512 to 4096).
