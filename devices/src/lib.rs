@@ -10,5 +10,6 @@
 pub mod block;
 pub mod console;
 pub mod grant;
+pub mod ring;
 pub mod xenbus;
 pub mod xenstore;

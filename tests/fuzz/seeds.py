@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Writes seed inputs for the kernel_image fuzz target into corpus/kernel_image/: a small
 ELF64 PV kernel with Debian 12's Xen notes, plain and as bzImages compressed by the real
-tools with Linux's options (gzip -9, xz --x86 --check=crc32, zstd -22 --ultra, lz4 -l).
+tools with Linux's options (gzip -9, xz --x86 --check=crc32, zstd -22 --ultra, lz4 -l);
+and for the blkif target into corpus/blkif/: scripts that reach each kind of request,
+out-of-order completions, the qcow2-magic refusal and a hostile req_prod (the input layout
+is fuzz_targets/blkif.rs's, encoded by the blkif_* helpers below).
 
     python3 seeds.py && cargo +nightly fuzz run kernel_image
+    python3 seeds.py && cargo +nightly fuzz run blkif
 """
 import os
 import shutil
@@ -11,6 +15,7 @@ import struct
 import subprocess
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "kernel_image")
+BLKIF_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "blkif")
 
 
 def note(ty, desc, name=b"Xen\0"):
@@ -53,7 +58,72 @@ def bzimage(payload):
     return bytes(f) + b"\x90" * payload_offset + payload + b"\xee" * 64
 
 
+# ---- blkif: the byte layout fuzz_targets/blkif.rs reads ----
+
+def b_seg(gref, first=0, last=7):
+    """A valid segment of grant reference gref (< 0x80)."""
+    return bytes([gref, first | last << 3])
+
+
+def b_sector(mode, value=0):
+    """Sector mode 0: u16, 1: sector 0, 2: u8, 3: u64."""
+    return [struct.pack("<H", value), b"", bytes([value]), struct.pack("<Q", value)][mode]
+
+
+def b_rw(op, segs, mode=1, sector=0):
+    """op 1: READ, 2: WRITE, 3: FLUSH_DISKCACHE."""
+    return bytes([mode << 6 | op]) + b_sector(mode, sector) + bytes([len(segs)]) + b"".join(segs)
+
+
+def b_indirect(write, nr, pages, mode=1, sector=0):
+    kind = mode << 6 | (8 if write else 0) | 4
+    return bytes([kind]) + b_sector(mode, sector) + struct.pack("<H", nr) + bytes((pages + [0, 0, 0])[:3])
+
+
+def b_discard(nr, mode=1, sector=0):
+    return bytes([mode << 6 | 6]) + b_sector(mode, sector) + struct.pack("<H", nr)
+
+
+def blkif_input(reqs, steps, cfg=0x40, grants=None, seg_pages=(), magic=0, fail=0x80, prod=0):
+    """cfg: bit 0 two ring pages, 1 read-only, 2 discard, 3 probed raw, 5-6 max indirect
+    segments (0, 11, 256, 4096); grants: one byte per gref 2..15 (kind | frame << 3: kind 0
+    writable, 1 read-only, 3 none; frame = RAM frame 0x100 + frame); seg_pages: (frame index
+    0..13, [segments]) written at frame 0x101 + index; fail: bit 7 completes at submit, bits
+    0-3 fail every other read/write/flush/discard."""
+    grants = grants if grants is not None else [(i + 1) << 3 | (i % 2) for i in range(14)]
+    out = bytes([cfg]) + struct.pack("<H", 2040) + bytes(grants)
+    out += bytes([len(seg_pages)]) + b"".join(bytes([f, len(ss)]) + b"".join(ss) for f, ss in seg_pages)
+    out += struct.pack("<H", magic) + bytes([fail, len(reqs)]) + b"".join(reqs) + bytes([prod])
+    return out + bytes(steps)
+
+
+def blkif_seeds():
+    os.makedirs(BLKIF_OUT, exist_ok=True)
+    # gref g grants frame 0x101 + (g - 2) (seg_pages index g - 2): even ones writable, odd
+    # ones read-only.
+    seeds = {
+        "read-write": blkif_input([b_rw(1, [b_seg(2), b_seg(4, 2, 3)]), b_rw(2, [b_seg(3)], 0, 64)], [0, 1, 2]),
+        "indirect": blkif_input(
+            [b_indirect(False, 3, [3]), b_indirect(True, 2, [5])],
+            [0, 1, 2],
+            seg_pages=[(1, [b_seg(2), b_seg(4), b_seg(6, 1, 1)]), (3, [b_seg(3), b_seg(5)])],
+        ),
+        "flush-discard": blkif_input([b_rw(3, []), b_rw(3, [b_seg(3)]), b_discard(8)], [0, 1], cfg=0x44),
+        "out-of-order": blkif_input(
+            [b_rw(1, [b_seg(2)]), b_rw(1, [b_seg(4)]), b_rw(3, [b_seg(5)])], [0, 3, 1, 1, 4, 1, 4, 1, 4, 1], fail=0
+        ),
+        "qcow2-magic": blkif_input([b_rw(2, [b_seg(3)])], [0, 1], cfg=0x48, magic=0b10),
+        "hostile-prod": blkif_input([b_rw(1, [b_seg(2)])] * 3, [0, 7, 200, 0, 1, 2], fail=0),
+        "two-page-ring": blkif_input([b_rw(1, [b_seg(2, 0, 0)])] * 39, [0, 1, 6, 3] + list(b_rw(1, [b_seg(4)]) * 3) + [0, 1], cfg=0x41),
+    }
+    for name, data in seeds.items():
+        with open(os.path.join(BLKIF_OUT, name + ".bin"), "wb") as fh:
+            fh.write(data)
+    print(f"seeds written to {BLKIF_OUT}")
+
+
 def main():
+    blkif_seeds()
     os.makedirs(OUT, exist_ok=True)
     e = elf()
     size = struct.pack("<I", len(e))

@@ -48,7 +48,11 @@ use xen_abi::grant_table::{
     GnttabQuerySize, GnttabSetVersion, GnttabSetupTable, GnttabSwapGrantRef, GnttabTransfer,
     GnttabUnmapAndReplace, GnttabUnmapGrantRef, GrantEntryV1,
 };
+use xen_abi::io::blkif::{
+    self, BlkifRequest, BlkifRequestDiscard, BlkifRequestIndirect, BlkifRequestSegment, BlkifResponse,
+};
 use xen_abi::io::console::XenconsInterface;
+use xen_abi::io::ring::{self, SringHeader};
 use xen_abi::io::xs_wire::{self, XenstoreDomainInterface, XsdSockmsg};
 use xen_abi::memory::{
     XenAddToPhysmap, XenAddToPhysmapBatch, XenMachphysMapping, XenMachphysMfnList, XenMemAcquireResource,
@@ -93,6 +97,7 @@ const HEADERS: &[&str] = &[
     "xen/nmi.h",
     "xen/elfnote.h",
     "xen/errno.h",
+    "xen/io/blkif.h",
     "xen/io/console.h",
     "xen/io/ring.h",
     "xen/io/xs_wire.h",
@@ -137,6 +142,8 @@ const MIRRORED_FAMILIES: &[&str] = &[
     "GNTCOPY_",
     "GNTTAB_",
     "XENSTORE_",
+    "BLKIF_",
+    "VDISK_",
 ];
 
 /// Members of a mirrored family that xen-abi deliberately leaves out, by prefix.
@@ -603,6 +610,41 @@ fn layouts() -> Vec<Layout> {
             length: "length",
             op: "op",
         }),
+        layout!(BlkifRequestSegment = "struct blkif_request_segment" {
+            gref: "gref",
+            first_sect: "first_sect",
+            last_sect: "last_sect",
+        } pad { _pad0 }),
+        layout!(BlkifRequest = "struct blkif_request" {
+            operation: "operation",
+            nr_segments: "nr_segments",
+            handle: "handle",
+            id: "id",
+            sector_number: "sector_number",
+            seg: "seg",
+        } pad { _pad0 }),
+        layout!(BlkifRequestDiscard = "struct blkif_request_discard" {
+            operation: "operation",
+            flag: "flag",
+            handle: "handle",
+            id: "id",
+            sector_number: "sector_number",
+            nr_sectors: "nr_sectors",
+        } pad { _pad0 }),
+        layout!(BlkifRequestIndirect = "struct blkif_request_indirect" {
+            operation: "operation",
+            indirect_op: "indirect_op",
+            nr_segments: "nr_segments",
+            id: "id",
+            sector_number: "sector_number",
+            handle: "handle",
+            indirect_grefs: "indirect_grefs",
+        } pad { _pad0, _pad1, _pad2 }),
+        layout!(BlkifResponse = "struct blkif_response" {
+            id: "id",
+            operation: "operation",
+            status: "status",
+        } pad { _pad0, _pad1 }),
         layout!(XenconsInterface = "struct xencons_interface" {
             r#in: "in",
             out: "out",
@@ -1141,6 +1183,38 @@ fn constants() -> Vec<Const> {
         "GNTST_eagain" => grant_table::GNTST_EAGAIN,
         "GNTST_no_space" => grant_table::GNTST_NO_SPACE,
         "sizeof(struct grant_entry_v1)" => grant_table::GRANT_ENTRY_V1_SIZE,
+        // ---- io/blkif.rs ----
+        "BLKIF_OP_READ" => blkif::BLKIF_OP_READ,
+        "BLKIF_OP_WRITE" => blkif::BLKIF_OP_WRITE,
+        "BLKIF_OP_WRITE_BARRIER" => blkif::BLKIF_OP_WRITE_BARRIER,
+        "BLKIF_OP_FLUSH_DISKCACHE" => blkif::BLKIF_OP_FLUSH_DISKCACHE,
+        "BLKIF_OP_RESERVED_1" => blkif::BLKIF_OP_RESERVED_1,
+        "BLKIF_OP_DISCARD" => blkif::BLKIF_OP_DISCARD,
+        "BLKIF_OP_INDIRECT" => blkif::BLKIF_OP_INDIRECT,
+        "BLKIF_MAX_SEGMENTS_PER_REQUEST" => blkif::BLKIF_MAX_SEGMENTS_PER_REQUEST,
+        "BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST" => blkif::BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST,
+        "4096 / sizeof(struct blkif_request_segment)" => blkif::BLKIF_SEGS_PER_INDIRECT_FRAME,
+        "BLKIF_DISCARD_SECURE" => blkif::BLKIF_DISCARD_SECURE,
+        "BLKIF_RSP_EOPNOTSUPP" => blkif::BLKIF_RSP_EOPNOTSUPP,
+        "BLKIF_RSP_ERROR" => blkif::BLKIF_RSP_ERROR,
+        "BLKIF_RSP_OKAY" => blkif::BLKIF_RSP_OKAY,
+        "VDISK_CDROM" => blkif::VDISK_CDROM,
+        "VDISK_REMOVABLE" => blkif::VDISK_REMOVABLE,
+        "VDISK_READONLY" => blkif::VDISK_READONLY,
+        "sizeof(union blkif_sring_entry)" => blkif::BLKIF_RING_ENTRY_SIZE,
+        // ---- io/ring.rs (ring.h's DEFINE_RING_TYPES, instantiated by blkif.h) ----
+        "offsetof(struct blkif_sring, req_prod)" => offset_of!(SringHeader, req_prod),
+        "offsetof(struct blkif_sring, req_event)" => offset_of!(SringHeader, req_event),
+        "offsetof(struct blkif_sring, rsp_prod)" => offset_of!(SringHeader, rsp_prod),
+        "offsetof(struct blkif_sring, rsp_event)" => offset_of!(SringHeader, rsp_event),
+        "offsetof(struct blkif_sring, pvt)" => offset_of!(SringHeader, pvt),
+        "sizeof(((struct blkif_sring *)0)->pvt)" => size_of::<[u8; 4]>(),
+        "offsetof(struct blkif_sring, __pad)" => offset_of!(SringHeader, _pad),
+        "offsetof(struct blkif_sring, ring)" => ring::SRING_ENTRIES_OFFSET,
+        "__CONST_RING_SIZE(blkif, 4096)" => ring::ring_size(4096, blkif::BLKIF_RING_ENTRY_SIZE),
+        "__CONST_RING_SIZE(blkif, 2 * 4096)" => ring::ring_size(2 * 4096, blkif::BLKIF_RING_ENTRY_SIZE),
+        "__CONST_RING_SIZE(blkif, 16 * 4096)" => ring::ring_size(16 * 4096, blkif::BLKIF_RING_ENTRY_SIZE),
+        "sizeof(RING_IDX)" => size_of::<ring::RingIdx>(),
     }
 }
 

@@ -14,7 +14,13 @@
 //! The parts: `request` parses and validates one copied request (direct or indirect),
 //! `backend` is one ring's state machine over a [`BlockIo`] engine, `disk` opens and locks
 //! image files, `engine` holds the I/O engines. Everything here is safe Rust except the engines'
-//! system-call layer.
+//! system-call layer. `testutil` (tests, and the fuzz targets through the `testutil` feature)
+//! has an in-memory engine and a stand-in blkfront.
+
+pub mod backend;
+pub mod request;
+#[cfg(any(test, feature = "testutil"))]
+pub mod testutil;
 
 pub mod disk;
 pub mod engine;
@@ -96,6 +102,10 @@ pub trait BlockIo: Send {
 
     /// Issues everything queued since the last call: one `io_uring_enter` for the io_uring
     /// engine; the synchronous engines perform the operations here, in queue order.
+    ///
+    /// An error loses nothing: what could not be issued stays queued, and the backend calls
+    /// `submit` again on its next pass (an operation that fails completes with its error
+    /// through [`completions`](BlockIo::completions), like any other).
     fn submit(&mut self) -> Result<(), IoError>;
 
     /// Appends the operations that completed since the last call.
