@@ -10,9 +10,12 @@
 //! # Ok::<(), vmm::Error>(())
 //! ```
 
+use crate::block::{self, BlockContext, Vbd};
 use crate::builder::{self, DomainSpec};
 use crate::config::DomainConfig;
-use crate::events::{self, Backends, ConsoleInput, EventError, Ports, RingPages, CONSOLE_INPUT_QUEUE, HOST_PORTS};
+use crate::events::{
+    self, Backends, ConsoleInput, EventError, Ports, RingPages, CONSOLE_INPUT_QUEUE, HOST_PORTS,
+};
 use crate::kvm::interrupt::StopState;
 use crate::kvm::{self, EventFds, Vm};
 use crate::memory::Layout;
@@ -20,6 +23,10 @@ use crate::shim::{self, PlacedShim, ShimImage};
 use crate::stats::{ExitCounts, Stats};
 use crate::vcpu::VcpuRunner;
 use crate::Error;
+use devices::block::backend::BlkStats;
+use devices::block::disk::Disk;
+use devices::grant::GrantTable;
+use devices::xenbus::Xenbus;
 use devices::xenstore::{self, DomainEntries, Quota, Store};
 use kvm_ioctls::VcpuFd;
 use std::fmt;
@@ -167,6 +174,8 @@ pub struct Domain {
     stop: Arc<StopState>,
     /// Where to serve the store to dom0 tools while the domain runs.
     xenstore_socket: Option<std::path::PathBuf>,
+    /// The disks, opened and locked, in `xvda` order.
+    disks: Vec<Disk>,
     kvm_stats: Option<std::fs::File>,
     started: Instant,
     setup_done: Instant,
@@ -290,11 +299,21 @@ impl Domain {
                 cfg.mem_bytes
             )));
         }
+        if cfg.disks.len() > crate::config::MAX_DISKS {
+            return Err(Error::Config(format!(
+                "{} disks asked for; a domain gets at most {} (xvda to xvdz)",
+                cfg.disks.len(),
+                crate::config::MAX_DISKS
+            )));
+        }
         // Images first: a wrong file is reported the same way with or without KVM.
         let kernel = load("kernel", &cfg.kernel)?;
         let unpacked = builder::unpack_kernel(&kernel)
             .map_err(|source| Error::Kernel { path: cfg.kernel.describe(), source })?;
         let initrd = cfg.initrd.as_ref().map(|s| load("initrd", s)).transpose()?;
+        // Opened (and locked) before anything else is set up; nothing is written to them
+        // until the guest writes.
+        let disks = cfg.disks.iter().map(Disk::open).collect::<Result<Vec<_>, _>>()?;
 
         let kvm = kvm::open()?;
         let img = ShimImage::parse(shim::SHIM_ELF)?;
@@ -356,6 +375,7 @@ impl Domain {
             input: ConsoleInput::default(),
             stop: Arc::default(),
             xenstore_socket: cfg.xenstore_socket.clone(),
+            disks,
             kvm_stats,
             started,
             setup_done: Instant::now(),
@@ -391,12 +411,37 @@ impl Domain {
             events::Shared { store: self.store.clone(), domid: shim::GUEST_DOMID, input: self.input.clone() },
         )
         .with_store_waker(xs_server.as_ref().map(|s| s.waker()));
+        let block = BlockContext {
+            mem: &self.mem,
+            ports: &ports,
+            grants: Arc::new(Mutex::new(GrantTable::new(self.placed.grant_frames, self.placed.ram()))),
+        };
+        let block_totals = Arc::new(Mutex::new(BlkStats::default()));
         let mut exits = ExitCounts::default();
         let run_start = Instant::now();
+        let disks = &self.disks;
+        let store = &self.store;
         let (result, served) = std::thread::scope(|s| {
-            let thread = std::thread::Builder::new().name("xenvmm-events".into()).spawn_scoped(s, || {
-                events::event_loop(&backends, &self.events.doorbell, &exit_evt, &self.kick)
-            });
+            // The devices' xenstore directories exist before the guest looks for them.
+            let mut xenbus = {
+                let mut st = store.lock().unwrap_or_else(|e| e.into_inner());
+                let mut xb = Xenbus::new(&mut st, shim::GUEST_DOMID);
+                for (i, disk) in disks.iter().enumerate() {
+                    let name = block::disk_name(i);
+                    let vbd = Vbd::new(s, &block, disk, name.clone(), block_totals.clone());
+                    let added = xb.add(&mut st, block::device_spec(i, disk), Box::new(vbd));
+                    if let Err(e) = added {
+                        return (Err(Error::Config(format!("cannot add {name}: {e}"))), Ok(()));
+                    }
+                }
+                xb
+            };
+            let (backends, exit_evt) = (&backends, &exit_evt);
+            let (doorbell, kick) = (&self.events.doorbell, &self.kick);
+            let thread =
+                std::thread::Builder::new().name("xenvmm-events".into()).spawn_scoped(s, move || {
+                    events::event_loop(backends, doorbell, exit_evt, kick, Some(&mut xenbus))
+                });
             let thread = match thread {
                 Ok(t) => t,
                 Err(e) => return (Err(Error::Events(EventError::Spawn(e))), Ok(())),
@@ -405,7 +450,7 @@ impl Domain {
                 vcpu: &mut self.vcpu,
                 mem: &self.mem,
                 hostcall_gpa: self.placed.hostcall_gpa[0],
-                backends: &backends,
+                backends,
                 exits: &mut exits,
                 ram: self.placed.ram(),
                 stop: &self.stop,

@@ -60,7 +60,15 @@ pub struct DomainConfig {
     /// Serve the domain's xenstore to dom0 tools (xenstore-utils with `XENSTORED_PATH`) on a
     /// Unix socket at this path while it runs.
     pub xenstore_socket: Option<PathBuf>,
+    /// Disks, in order: the first is `xvda`, then `xvdb`, … (at most [`MAX_DISKS`]).
+    pub disks: Vec<DiskConfig>,
 }
+
+/// One disk: an image file and how to open it (`--disk path=FILE,readonly=on,...`).
+pub use devices::block::disk::DiskOptions as DiskConfig;
+
+/// The most disks a domain gets: `xvda` to `xvdz`.
+pub const MAX_DISKS: usize = 26;
 
 impl DomainConfig {
     /// A configuration with the defaults: 512 MiB, 1 vCPU, `console=hvc0`, no initrd.
@@ -73,6 +81,7 @@ impl DomainConfig {
             vcpus: 1,
             name: DEFAULT_NAME.into(),
             xenstore_socket: None,
+            disks: Vec::new(),
         }
     }
 }

@@ -36,13 +36,14 @@
 //! The [`Store`] itself is shared (`Arc<Mutex<Store>>`); the ring's connection state is this
 //! thread's. Lock order: the ring, then the store.
 
+use crate::kvm::Vm;
 use crate::memory::atomic::{fetch_or_u64, load_u64, swap_u64, AtomicWordError};
 use crate::stats::EventStats;
 use devices::console::{ConsoleError, ConsoleRing};
+use devices::xenbus::Xenbus;
 use devices::xenstore::socket::Waker;
 use devices::xenstore::wire::StoreRing;
 use devices::xenstore::Store;
-use crate::kvm::Vm;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::mem::offset_of;
@@ -168,7 +169,12 @@ pub(crate) struct Ports<'a> {
 }
 
 impl<'a> Ports<'a> {
-    pub fn new(mem: &'a GuestMemoryMmap, mailbox_gpa: u64, irq: &'a EventFd, vm: Option<&'a Vm>) -> Ports<'a> {
+    pub fn new(
+        mem: &'a GuestMemoryMmap,
+        mailbox_gpa: u64,
+        irq: &'a EventFd,
+        vm: Option<&'a Vm>,
+    ) -> Ports<'a> {
         Ports {
             mem,
             mailbox_gpa,
@@ -502,6 +508,45 @@ pub(crate) fn event_loop(
     doorbell: &EventFd,
     exit: &EventFd,
     kick: &EventFd,
+    mut xenbus: Option<&mut Xenbus<'_>>,
+) -> Result<(), EventError> {
+    let r = serve(backends, doorbell, exit, kick, &mut xenbus);
+    // The domain ended (or this thread failed): every split device disconnects, which joins
+    // the ring threads after their last I/O.
+    if let Some(xb) = xenbus {
+        let mut store = backends.store.lock().unwrap_or_else(|e| e.into_inner());
+        xb.shutdown(&mut store);
+    }
+    r
+}
+
+/// Rounds of "xenbus wrote to the store, serve the guest's ring" per wake-up: each round
+/// delivers the guest's watch events and takes its answers. Bounded so that a guest cannot
+/// keep the event thread here; what is left waits for the next wake-up.
+const XENBUS_ROUNDS: usize = 8;
+
+/// Runs the xenbus state machines on what changed in the store.
+fn xenbus_pass(backends: &Backends<'_>, xenbus: &mut Option<&mut Xenbus<'_>>) -> Result<(), EventError> {
+    let Some(xb) = xenbus.as_deref_mut() else { return Ok(()) };
+    for _ in 0..XENBUS_ROUNDS {
+        let wrote = {
+            let mut store = backends.store.lock().unwrap_or_else(|e| e.into_inner());
+            xb.process(&mut store)
+        };
+        if !wrote {
+            break;
+        }
+        backends.serve_store()?;
+    }
+    Ok(())
+}
+
+fn serve(
+    backends: &Backends<'_>,
+    doorbell: &EventFd,
+    exit: &EventFd,
+    kick: &EventFd,
+    xenbus: &mut Option<&mut Xenbus<'_>>,
 ) -> Result<(), EventError> {
     let epoll = Epoll::new().map_err(EventError::Wait)?;
     for (fd, token) in [(doorbell, DOORBELL), (exit, EXIT), (kick, KICK)] {
@@ -528,11 +573,13 @@ pub(crate) fn event_loop(
                     // WouldBlock only means another reader got there first.
                     let _ = doorbell.read();
                     backends.doorbell()?;
+                    xenbus_pass(backends, xenbus)?;
                 }
                 KICK => {
                     let _ = kick.read();
                     backends.serve_store()?;
                     backends.feed_console()?;
+                    xenbus_pass(backends, xenbus)?;
                 }
                 _ => stop = true,
             }
@@ -865,7 +912,7 @@ mod tests {
         {
             let b = backends(&m, &irq, &mut out);
             std::thread::scope(|s| {
-                let t = s.spawn(|| event_loop(&b, &doorbell, &exit, &kick));
+                let t = s.spawn(|| event_loop(&b, &doorbell, &exit, &kick, None));
                 guest_writes_ring(&m, b"one ");
                 guest_notifies(&m, CONSOLE_EVTCHN);
                 doorbell.write(1).unwrap();

@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+mod block;
 pub mod builder;
 pub mod config;
 pub mod events;
@@ -20,7 +21,7 @@ pub mod stats;
 mod vcpu;
 
 pub use api::{Domain, DomainControl, ExitReason, Fault, GuestMode, RunReport, ShutdownRequest};
-pub use config::{parse_mem_size, DomainConfig, ImageSource};
+pub use config::{parse_mem_size, DiskConfig, DomainConfig, ImageSource};
 pub use stats::{EventStats, Stats};
 
 /// Everything that can stop xenvmm from building or running a domain. Messages are one line
@@ -56,4 +57,6 @@ pub enum Error {
     Events(#[from] events::EventError),
     #[error(transparent)]
     XenstoreSocket(#[from] devices::xenstore::socket::SocketError),
+    #[error(transparent)]
+    Disk(#[from] devices::block::disk::DiskError),
 }

@@ -61,7 +61,7 @@ impl VcpuRunner<'_, '_> {
                 // disconnecting): served as a mailbox notification, which drops or forwards it.
                 VcpuExit::IoOut(DIRECT_DOORBELL_PORT, data) => {
                     self.exits.count("io_out (direct doorbell)");
-                    if let Ok(b) = <[u8; 4]>::try_from(&data[..]) {
+                    if let Ok(b) = <[u8; 4]>::try_from(data) {
                         self.backends.notified(u32::from_le_bytes(b))?;
                     }
                 }

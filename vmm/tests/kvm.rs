@@ -501,6 +501,19 @@ fn main() {
             "grants_guest_sets_up_maps_and_uses_its_grant_table",
             grants_guest_sets_up_maps_and_uses_its_grant_table,
         ),
+        Trial::test(
+            "debian_two_disks_mkfs_write_read_back_and_the_host_finds_them_clean",
+            debian_two_disks_mkfs_write_read_back_and_the_host_finds_them_clean,
+        ),
+        Trial::test(
+            "debian_qcow2_overlay_reads_its_backing_file_and_keeps_writes_to_itself",
+            debian_qcow2_overlay_reads_its_backing_file_and_keeps_writes_to_itself,
+        ),
+        Trial::test("debian_read_only_disk_refuses_writes", debian_read_only_disk_refuses_writes),
+        Trial::test(
+            "debian_synced_writes_survive_sigkill_of_xenvmm",
+            debian_synced_writes_survive_sigkill_of_xenvmm,
+        ),
     ];
     libtest_mimic::run(&args, tests).exit();
 }
@@ -781,6 +794,295 @@ fn sigterm_stops_a_guest_that_cannot_power_off_with_status_10() -> Result<(), Fa
     expect_contains(&err, "was stopped by the host", "stderr")?;
     if code != 10 {
         return Err(format!("exit status {code}, expected 10\n{}", r.transcript()).into());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Disks: Debian's xen-blkfront against xenvmm's block backend.
+
+/// A scratch directory for one test's images, removed when dropped. In the nested host's
+/// /tmp (a tmpfs): the cache is shared over 9p, which is slow and has no OFD locks.
+struct ImageDir(PathBuf);
+
+impl ImageDir {
+    fn new(test: &str) -> ImageDir {
+        let d = std::env::temp_dir().join(format!("xenvmm-disks-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        ImageDir(d)
+    }
+    fn file(&self, name: &str) -> String {
+        self.0.join(name).display().to_string()
+    }
+}
+
+impl Drop for ImageDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs a host tool; its output, or a failure that names it.
+fn host_tool(prog: &str, args: &[&str]) -> Result<Output, Failed> {
+    let out = Command::new(prog)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {prog} (scripts/setup installs it): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{prog} {args:?} failed ({}):\n{}{}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        )
+        .into());
+    }
+    Ok(out)
+}
+
+/// A sparse raw image of `mib` MiB.
+fn raw_image(path: &str, mib: u64) {
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(mib << 20).unwrap();
+}
+
+/// An ext4 image of `mib` MiB holding `files` (name, content), made with mkfs.ext4 -d.
+fn ext4_image(dir: &ImageDir, path: &str, mib: u64, files: &[(&str, &str)]) -> Result<(), Failed> {
+    let tree = dir.0.join(format!("tree-{}", Path::new(path).file_name().unwrap().to_string_lossy()));
+    std::fs::create_dir_all(&tree).unwrap();
+    for (name, content) in files {
+        std::fs::write(tree.join(name), content).unwrap();
+    }
+    raw_image(path, mib);
+    host_tool("mkfs.ext4", &["-q", "-F", "-d", tree.to_str().unwrap(), path])?;
+    Ok(())
+}
+
+/// `e2fsck -fn` finds nothing to fix.
+fn fsck_clean(path: &str) -> Result<(), Failed> {
+    host_tool("e2fsck", &["-fn", path]).map(drop)
+}
+
+/// The content of `file` inside the ext2/3/4 image at `path`, read by debugfs (no mount).
+fn debugfs_cat(path: &str, file: &str) -> Result<Vec<u8>, Failed> {
+    Ok(host_tool("debugfs", &["-R", &format!("cat {file}"), path])?.stdout)
+}
+
+fn sha256_hex(path: &str, range: Option<(u64, u64)>) -> Result<String, Failed> {
+    let args: Vec<String> = match range {
+        None => vec![path.to_string()],
+        Some(_) => vec!["-".to_string()],
+    };
+    let out = match range {
+        None => host_tool("sha256sum", &args.iter().map(String::as_str).collect::<Vec<_>>())?,
+        Some((off, len)) => {
+            let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+            let part = bytes
+                .get(off as usize..(off + len) as usize)
+                .ok_or_else(|| format!("{path} is shorter than {}", off + len))?;
+            let mut child = Command::new("sha256sum")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("sha256sum: {e}"))?;
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(part).unwrap();
+            child.wait_with_output().map_err(|e| format!("sha256sum: {e}"))?
+        }
+    };
+    Ok(text(&out.stdout).split_whitespace().next().unwrap_or_default().to_string())
+}
+
+/// A Debian guest at its shell prompt, with `extra` arguments (the disks).
+fn debian_shell(extra: &[&str]) -> Result<(Running, usize), Failed> {
+    let (k, i) = linux_guest("current")?;
+    let mut args = vec!["--kernel", k.as_str(), "--initrd", i.as_str(), "--stats"];
+    args.extend_from_slice(extra);
+    let mut r = Running::start(&args);
+    let at = r.wait_for(INIT_MARKER, 0, LINUX_BOOT_TIMEOUT)?;
+    let at = r.wait_for("# ", at, LINUX_BOOT_TIMEOUT)?;
+    Ok((r, at))
+}
+
+/// Runs `cmd` in the guest's shell; returns its output (what came after the echoed command,
+/// up to the status line) and its exit status. The status line `st<N>x` is printed with
+/// arithmetic expansion, so the echoed command line never matches it.
+fn guest_sh(r: &mut Running, at: &mut usize, cmd: &str) -> Result<(String, i32), Failed> {
+    let n = {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    };
+    // The echoed command line shows `$((n+1000))`, never the number it expands to.
+    r.send(&format!("{cmd}; echo \"end$(({n}+1000))-st$((0+$?))x\"\n"));
+    let start = *at;
+    let marker = format!("end{}-st", n + 1000);
+    let end = r.wait_for(&marker, start, LINUX_BOOT_TIMEOUT)?;
+    let out = r.out.lock().unwrap().clone();
+    let tail = &out[end..];
+    let code: i32 = tail.split('x').next().unwrap_or_default().trim().parse().unwrap_or(-1);
+    let body = out[start..end - marker.len()].to_string();
+    *at = end;
+    Ok((body, code))
+}
+
+/// `guest_sh` that must succeed.
+fn guest_ok(r: &mut Running, at: &mut usize, cmd: &str) -> Result<String, Failed> {
+    let (body, code) = guest_sh(r, at, cmd)?;
+    if code != 0 {
+        return Err(format!("guest command {cmd:?} exited {code}:\n{body}\n{}", r.transcript()).into());
+    }
+    Ok(body)
+}
+
+/// Powers the guest off from its shell and expects status 0.
+fn guest_poweroff(mut r: Running) -> Result<String, Failed> {
+    r.send("poweroff\n");
+    let code = r.wait_exit(LINUX_BOOT_TIMEOUT)?;
+    if code != 0 {
+        return Err(format!("exit status {code} after poweroff, expected 0\n{}", r.transcript()).into());
+    }
+    let err = r.err.lock().unwrap().clone();
+    Ok(err)
+}
+
+/// The 64-hex-digit words of `s` (sha256sum output).
+fn sha_words(s: &str) -> Vec<String> {
+    s.split_whitespace()
+        .filter(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(String::from)
+        .collect()
+}
+
+fn debian_two_disks_mkfs_write_read_back_and_the_host_finds_them_clean() -> Result<(), Failed> {
+    let dir = ImageDir::new("two");
+    let (a, b) = (dir.file("a.img"), dir.file("b.img"));
+    raw_image(&a, 64);
+    ext4_image(&dir, &b, 32, &[("hello.txt", "hello from the host\n")])?;
+    let (mut r, mut at) = debian_shell(&["--disk", &format!("path={a}"), "--disk", &format!("path={b}")])?;
+    let t0 = std::time::Instant::now();
+    // xvda: a file system made by the guest, 8 MiB written, checked before and after a remount.
+    let out = guest_ok(
+        &mut r,
+        &mut at,
+        "mkdir -p /a /b && mke2fs -q /dev/xvda && mount /dev/xvda /a && dd if=/dev/urandom of=/a/blob bs=1M count=8 2>/dev/null && sha256sum /a/blob && umount /a && mount /dev/xvda /a && sha256sum /a/blob && umount /a",
+    )?;
+    let shas = sha_words(&out);
+    if shas.len() != 2 || shas[0] != shas[1] {
+        return Err(format!("the blob did not read back the same: {shas:?}\n{}", r.transcript()).into());
+    }
+    // xvdb: the host's ext4, read and written by the guest.
+    let out = guest_ok(
+        &mut r,
+        &mut at,
+        "mount /dev/xvdb /b && cat /b/hello.txt && echo written-by-the-guest > /b/guest.txt && umount /b",
+    )?;
+    expect_contains(&out, "hello from the host", "the guest's cat of xvdb")?;
+    let io_time = t0.elapsed();
+    let err = guest_poweroff(r)?;
+    fsck_clean(&a)?;
+    fsck_clean(&b)?;
+    let blob = dir.file("blob");
+    std::fs::write(&blob, debugfs_cat(&a, "/blob")?).unwrap();
+    let host_sha = sha256_hex(&blob, None)?;
+    if host_sha != shas[0] {
+        return Err(format!("the host reads /blob as {host_sha}, the guest wrote {}", shas[0]).into());
+    }
+    let guest_txt = debugfs_cat(&b, "/guest.txt")?;
+    if guest_txt != b"written-by-the-guest\n" {
+        return Err(format!("guest.txt on the host: {:?}", text(&guest_txt)).into());
+    }
+    for l in err.lines().filter(|l| l.contains("block") || l.contains("xvd")) {
+        eprintln!("# disks: {l}");
+    }
+    eprintln!(
+        "# disks: mkfs, 8 MiB write, remount, read back on xvda and xvdb took {:.1} s",
+        io_time.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn debian_qcow2_overlay_reads_its_backing_file_and_keeps_writes_to_itself() -> Result<(), Failed> {
+    let dir = ImageDir::new("qcow2");
+    let (base, top) = (dir.file("base.raw"), dir.file("top.qcow2"));
+    ext4_image(&dir, &base, 32, &[("hello.txt", "hello from the backing file\n")])?;
+    host_tool("qemu-img", &["create", "-q", "-f", "qcow2", "-F", "raw", "-b", &base, &top])?;
+    let base_sha = sha256_hex(&base, None)?;
+    let (mut r, mut at) = debian_shell(&["--disk", &format!("path={top}")])?;
+    let out = guest_ok(
+        &mut r,
+        &mut at,
+        "mkdir -p /q && mount /dev/xvda /q && cat /q/hello.txt && echo written-to-the-overlay > /q/new.txt && dd if=/dev/urandom of=/q/blob bs=64k count=32 2>/dev/null && sha256sum /q/blob && umount /q",
+    )?;
+    expect_contains(&out, "hello from the backing file", "the guest's cat of the overlay")?;
+    let shas = sha_words(&out);
+    guest_poweroff(r)?;
+    if sha256_hex(&base, None)? != base_sha {
+        return Err("the backing file changed".into());
+    }
+    host_tool("qemu-img", &["check", "-q", &top])?;
+    let flat = dir.file("flat.raw");
+    host_tool("qemu-img", &["convert", "-O", "raw", &top, &flat])?;
+    fsck_clean(&flat)?;
+    if debugfs_cat(&flat, "/new.txt")? != b"written-to-the-overlay\n" {
+        return Err("new.txt is not in the overlay".into());
+    }
+    let blob = dir.file("blob");
+    std::fs::write(&blob, debugfs_cat(&flat, "/blob")?).unwrap();
+    if shas.first() != Some(&sha256_hex(&blob, None)?) {
+        return Err(format!("the overlay's /blob differs from what the guest wrote ({shas:?})").into());
+    }
+    Ok(())
+}
+
+fn debian_read_only_disk_refuses_writes() -> Result<(), Failed> {
+    let dir = ImageDir::new("ro");
+    let img = dir.file("ro.img");
+    ext4_image(&dir, &img, 16, &[("hello.txt", "read me only\n")])?;
+    let before = sha256_hex(&img, None)?;
+    let (mut r, mut at) = debian_shell(&["--disk", &format!("path={img},readonly=on")])?;
+    let ro = guest_ok(&mut r, &mut at, "cat /sys/block/xvda/ro")?;
+    if !ro.lines().any(|l| l.trim() == "1") {
+        return Err(format!("/sys/block/xvda/ro is not 1:\n{ro}").into());
+    }
+    let (out, code) =
+        guest_sh(&mut r, &mut at, "dd if=/dev/zero of=/dev/xvda bs=4096 count=1 oflag=direct conv=fsync")?;
+    if code == 0 {
+        return Err(format!("a write to the read-only disk succeeded:\n{out}").into());
+    }
+    let out = guest_ok(
+        &mut r,
+        &mut at,
+        "mkdir -p /r && mount -o ro /dev/xvda /r && cat /r/hello.txt && umount /r",
+    )?;
+    expect_contains(&out, "read me only", "the read-only mount")?;
+    guest_poweroff(r)?;
+    if sha256_hex(&img, None)? != before {
+        return Err("the read-only image changed".into());
+    }
+    Ok(())
+}
+
+fn debian_synced_writes_survive_sigkill_of_xenvmm() -> Result<(), Failed> {
+    let dir = ImageDir::new("kill");
+    let img = dir.file("kill.img");
+    raw_image(&img, 32);
+    let (mut r, mut at) = debian_shell(&["--disk", &format!("path={img}")])?;
+    // 1 MiB of random data at 640 KiB, written and flushed (conv=fsync: a flush request),
+    // then xenvmm is killed without any chance to flush anything itself.
+    let out = guest_ok(
+        &mut r,
+        &mut at,
+        "dd if=/dev/urandom of=/tmp/pat bs=64k count=16 2>/dev/null && sha256sum /tmp/pat && dd if=/tmp/pat of=/dev/xvda bs=64k seek=10 conv=fsync 2>/dev/null",
+    )?;
+    let sha = sha_words(&out).into_iter().next().ok_or_else(|| format!("no checksum in {out:?}"))?;
+    r.signal(libc::SIGKILL);
+    let _ = r.child.wait();
+    let on_disk = sha256_hex(&img, Some((640 << 10, 1 << 20)))?;
+    if on_disk != sha {
+        return Err(
+            format!("after SIGKILL the image holds {on_disk}, the guest wrote and synced {sha}").into()
+        );
     }
     Ok(())
 }

@@ -135,6 +135,40 @@ pub struct BlkStats {
     pub notifications: u64,
 }
 
+impl BlkStats {
+    /// Adds `o`'s counts to these (a disk's rings, or its connections over time).
+    pub fn add(&mut self, o: &BlkStats) {
+        let BlkStats {
+            rd_req,
+            wr_req,
+            f_req,
+            ds_req,
+            indirect_req,
+            other_req,
+            rd_sect,
+            wr_sect,
+            err_rsp,
+            notsupp_rsp,
+            qcow2_refused,
+            batches,
+            notifications,
+        } = *o;
+        self.rd_req += rd_req;
+        self.wr_req += wr_req;
+        self.f_req += f_req;
+        self.ds_req += ds_req;
+        self.indirect_req += indirect_req;
+        self.other_req += other_req;
+        self.rd_sect += rd_sect;
+        self.wr_sect += wr_sect;
+        self.err_rsp += err_rsp;
+        self.notsupp_rsp += notsupp_rsp;
+        self.qcow2_refused += qcow2_refused;
+        self.batches += batches;
+        self.notifications += notifications;
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Connected,

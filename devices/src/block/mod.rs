@@ -123,3 +123,27 @@ pub trait BlockIo: Send {
     /// [`completions`]: BlockIo::completions
     fn in_flight(&self) -> usize;
 }
+
+/// A boxed engine is an engine: the disk picks io_uring or the synchronous fallback at run
+/// time, and the ring's back end is generic.
+impl<T: BlockIo + ?Sized> BlockIo for Box<T> {
+    fn queue(&mut self, token: u64, op: IoOp) {
+        (**self).queue(token, op)
+    }
+
+    fn submit(&mut self) -> Result<(), IoError> {
+        (**self).submit()
+    }
+
+    fn completions(&mut self, out: &mut Vec<(u64, Result<(), IoError>)>) {
+        (**self).completions(out)
+    }
+
+    fn completion_fd(&self) -> Option<RawFd> {
+        (**self).completion_fd()
+    }
+
+    fn in_flight(&self) -> usize {
+        (**self).in_flight()
+    }
+}

@@ -87,7 +87,7 @@ fn vbd(devid: u32) -> DeviceSpec {
 }
 
 /// A store with domain 1 introduced as libxl leaves it, and an empty bus for it.
-fn bare() -> (Store, Xenbus) {
+fn bare() -> (Store, Xenbus<'static>) {
     let mut s = Store::new(Quota::default());
     introduce(&mut s, &DomainEntries { domid: D, name: "guest".into(), mem_kib: 1 << 19, vcpus: 1 }).unwrap();
     let xb = Xenbus::new(&mut s, D);
@@ -95,7 +95,7 @@ fn bare() -> (Store, Xenbus) {
 }
 
 /// The bus with xvda added.
-fn setup() -> (Store, Xenbus, Arc<Mutex<Log>>) {
+fn setup() -> (Store, Xenbus<'static>, Arc<Mutex<Log>>) {
     let (mut s, mut xb) = bare();
     let log = Arc::new(Mutex::new(Log::default()));
     xb.add(&mut s, vbd(51712), Box::new(TestBackend(log.clone()))).unwrap();

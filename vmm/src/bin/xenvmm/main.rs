@@ -67,6 +67,11 @@ struct Cli {
     /// Seconds the guest gets to power off after SIGINT/SIGTERM/SIGHUP before it is stopped
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     shutdown_grace: u64,
+    /// A disk for the guest, repeatable: the first is xvda, then xvdb, ... SPEC is
+    /// path=FILE[,readonly=on][,format=raw|qcow2][,cache=writeback|none]; without format=, a
+    /// file with the qcow2 magic is qcow2 and anything else raw
+    #[arg(long = "disk", value_name = "SPEC")]
+    disks: Vec<String>,
     /// Print VM exits, hypercalls and timings on stderr when the guest ends
     #[arg(long)]
     stats: bool,
@@ -183,6 +188,16 @@ fn main() -> ExitCode {
     // Before any thread exists, so that every thread inherits the mask.
     signals::block();
     let cli = Cli::parse();
+    let mut disks = Vec::new();
+    for spec in &cli.disks {
+        match vmm::DiskConfig::parse(spec) {
+            Ok(d) => disks.push(d),
+            Err(e) => {
+                eprintln!("xenvmm: error: --disk {spec}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     let cfg = DomainConfig {
         kernel: ImageSource::Path(cli.kernel),
         initrd: cli.initrd.map(ImageSource::Path),
@@ -191,6 +206,7 @@ fn main() -> ExitCode {
         vcpus: cli.cpus,
         name: cli.name,
         xenstore_socket: cli.xenstore_socket,
+        disks,
     };
     let domain = match Domain::new(&cfg) {
         Ok(d) => d,
