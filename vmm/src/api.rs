@@ -20,7 +20,7 @@ use crate::kvm::interrupt::StopState;
 use crate::kvm::{self, EventFds, Vm};
 use crate::memory::Layout;
 use crate::shim::{self, PlacedShim, ShimImage};
-use crate::stats::{ExitCounts, Stats};
+use crate::stats::{DiskStats, ExitCounts, Stats};
 use crate::vcpu::VcpuRunner;
 use crate::Error;
 use devices::block::backend::BlkStats;
@@ -416,7 +416,8 @@ impl Domain {
             ports: &ports,
             grants: Arc::new(Mutex::new(GrantTable::new(self.placed.grant_frames, self.placed.ram()))),
         };
-        let block_totals = Arc::new(Mutex::new(BlkStats::default()));
+        // Each disk's counters, summed over its rings and connections.
+        let disk_stats: Vec<Arc<Mutex<BlkStats>>> = self.disks.iter().map(|_| Arc::default()).collect();
         let mut exits = ExitCounts::default();
         let run_start = Instant::now();
         let disks = &self.disks;
@@ -428,7 +429,7 @@ impl Domain {
                 let mut xb = Xenbus::new(&mut st, shim::GUEST_DOMID);
                 for (i, disk) in disks.iter().enumerate() {
                     let name = block::disk_name(i);
-                    let vbd = Vbd::new(s, &block, disk, name.clone(), block_totals.clone());
+                    let vbd = Vbd::new(s, &block, disk, name.clone(), disk_stats[i].clone());
                     let added = xb.add(&mut st, block::device_spec(i, disk), Box::new(vbd));
                     if let Err(e) = added {
                         return (Err(Error::Config(format!("cannot add {name}: {e}"))), Ok(()));
@@ -480,6 +481,14 @@ impl Domain {
             kvm,
             shim,
             events: backends.stats(),
+            disks: disk_stats
+                .iter()
+                .enumerate()
+                .map(|(i, c)| DiskStats {
+                    name: block::disk_name(i),
+                    counters: *c.lock().unwrap_or_else(|e| e.into_inner()),
+                })
+                .collect(),
         };
         Ok(RunReport { exit, stats, console_tail: backends.console_tail() })
     }

@@ -22,7 +22,7 @@ mod vcpu;
 
 pub use api::{Domain, DomainControl, ExitReason, Fault, GuestMode, RunReport, ShutdownRequest};
 pub use config::{parse_mem_size, DiskConfig, DomainConfig, ImageSource};
-pub use stats::{EventStats, Stats};
+pub use stats::{DiskStats, EventStats, Stats};
 
 /// Everything that can stop xenvmm from building or running a domain. Messages are one line
 /// that says what is wrong and, where it helps, what to do.

@@ -47,6 +47,15 @@ pub struct EventStats {
     pub store_passes: u64,
 }
 
+/// One disk's block backend counters (Linux blkback's `st_*`), over all its rings and
+/// connections.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiskStats {
+    /// `xvda`, `xvdb`, …
+    pub name: String,
+    pub counters: devices::block::backend::BlkStats,
+}
+
 /// Statistics of one run.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
@@ -62,6 +71,8 @@ pub struct Stats {
     pub shim: Option<ShimStats>,
     /// The VMM's side of the event channels.
     pub events: EventStats,
+    /// Per disk, in `xvda` order.
+    pub disks: Vec<DiskStats>,
 }
 
 impl Stats {
@@ -175,6 +186,27 @@ impl fmt::Display for Stats {
                 e.console_ring_bytes,
                 e.store_passes,
                 e.ports_forwarded
+            )?;
+        }
+        for d in &self.disks {
+            let c = &d.counters;
+            writeln!(
+                f,
+                "  {}: {} reads ({} sectors), {} writes ({} sectors), {} flushes, {} discards, {} indirect, {} other; {} errors, {} not supported, {} qcow2 headers refused; {} I/O batches, {} notifications",
+                d.name,
+                c.rd_req,
+                c.rd_sect,
+                c.wr_req,
+                c.wr_sect,
+                c.f_req,
+                c.ds_req,
+                c.indirect_req,
+                c.other_req,
+                c.err_rsp,
+                c.notsupp_rsp,
+                c.qcow2_refused,
+                c.batches,
+                c.notifications
             )?;
         }
         Ok(())
