@@ -737,3 +737,9 @@ fn counters_count_requests_by_operation() {
         }
     );
 }
+
+#[test]
+fn a_backend_can_move_to_its_ring_worker_thread() {
+    fn send<T: Send>() {}
+    send::<Backend>();
+}
