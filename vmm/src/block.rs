@@ -230,9 +230,13 @@ impl Backend for Vbd<'_, '_> {
             ("info".to_string(), (if ro { xen_abi::io::blkif::VDISK_READONLY } else { 0 }).to_string()),
             ("sector-size".to_string(), devices::block::SECTOR_SIZE.to_string()),
             ("physical-sector-size".to_string(), self.disk.physical_sector_size().to_string()),
-            ("feature-flush-cache".to_string(), "1".to_string()),
             ("feature-persistent".to_string(), "0".to_string()),
         ];
+        // A read-only disk has no cache to flush; blkback answers a flush on it with an
+        // error (xen_vbd_translate), so do not invite one.
+        if !ro {
+            keys.push(("feature-flush-cache".to_string(), "1".to_string()));
+        }
         if self.disk.discard_supported() && !ro {
             keys.extend([
                 ("feature-discard".to_string(), "1".to_string()),

@@ -59,13 +59,11 @@ use xen_abi::grant_table::GrantRef;
 use xen_abi::io::blkif::*;
 use zerocopy::IntoBytes;
 
+use super::disk::QCOW2_MAGIC;
 use super::request::{self, Limits, Op, Transfer};
 use super::{BlockIo, IoBuf, IoError, IoOp, SECTOR_SIZE};
 use crate::grant::{Grant, GrantError, GrantTable, GuestWords};
 use crate::ring::{BackRing, RingError, MAX_RING_PAGES};
-
-/// The qcow2 header magic, "QFI\xfb".
-pub const QCOW2_MAGIC: [u8; 4] = *b"QFI\xfb";
 
 /// Engine operations one request can need in sequence (flush, write, flush).
 const MAX_STAGES: usize = 3;

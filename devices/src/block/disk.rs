@@ -345,14 +345,6 @@ impl Disk {
         self.probed_raw
     }
 
-    /// Whether the backend must refuse a guest write of `head` (its first bytes) at `offset`:
-    /// on a probed raw image, a write that would start the image with [`QCOW2_MAGIC`] (QEMU's
-    /// rule). The backend checks a private copy of the data and writes that copy
-    /// ([`IoBuf::Host`](super::IoBuf::Host)), so the guest cannot change it in between.
-    pub fn write_would_make_qcow2(&self, offset: u64, head: &[u8]) -> bool {
-        self.probed_raw && offset == 0 && head.starts_with(&QCOW2_MAGIC)
-    }
-
     /// Whether to advertise `feature-discard`: a writable raw image on a file system that can
     /// punch holes. qcow2 images do not offer discard (see the qcow2 engine).
     pub fn discard_supported(&self) -> bool {
