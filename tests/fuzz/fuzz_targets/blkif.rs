@@ -21,7 +21,8 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use devices::block::backend::{BlkBackend, BlkError, DiskInfo, QCOW2_MAGIC};
+use devices::block::backend::{BlkBackend, BlkError, DiskInfo};
+use devices::block::disk::QCOW2_MAGIC;
 use devices::block::testutil::*;
 use devices::block::{IoError, IoOp};
 use devices::grant::GrantTable;
