@@ -184,9 +184,45 @@ fn forward_input(control: DomainControl, tty: bool) {
     }
 }
 
+/// The library's log messages on stderr, as `xenvmm: warning: ...`: warnings and errors by
+/// default (a guest's misbehaviour, a disk used without a lock, an engine fallback), more with
+/// `XENVMM_LOG=info` or `XENVMM_LOG=debug`.
+struct StderrLog(log::LevelFilter);
+
+impl log::Log for StderrLog {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= self.0
+    }
+
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            let level = r.level().as_str().to_ascii_lowercase();
+            term::notice(&format!("{level}: {}", r.args()));
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+fn init_log() {
+    let level = match std::env::var("XENVMM_LOG").as_deref() {
+        Ok("debug") => log::LevelFilter::Debug,
+        Ok("trace") => log::LevelFilter::Trace,
+        Ok("info") => log::LevelFilter::Info,
+        Ok("error") => log::LevelFilter::Error,
+        Ok("off") => log::LevelFilter::Off,
+        _ => log::LevelFilter::Warn,
+    };
+    let logger: &'static StderrLog = Box::leak(Box::new(StderrLog(level)));
+    if log::set_logger(logger).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
 fn main() -> ExitCode {
     // Before any thread exists, so that every thread inherits the mask.
     signals::block();
+    init_log();
     let cli = Cli::parse();
     let mut disks = Vec::new();
     for spec in &cli.disks {
