@@ -413,6 +413,150 @@ impl MutEventSubscriber for RingWorker<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use devices::block::disk::DiskOptions;
+    use devices::block::testutil::{rw_request, seg, Frontend};
+    use std::collections::BTreeMap;
+    use std::time::Instant;
+    use vm_memory::{Bytes, GuestAddress};
+    use xen_abi::grant_table::{GTF_PERMIT_ACCESS, GTF_READING, GTF_WRITING};
+    use xen_abi::hostcall::MfnRange;
+    use xen_abi::io::blkif::{BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_RSP_OKAY};
+
+    /// The frontend's directory as blkfront writes it.
+    struct Keys(BTreeMap<String, String>);
+
+    impl FrontendKeys for Keys {
+        fn domid(&self) -> u16 {
+            1
+        }
+        fn dir(&self) -> &str {
+            "/local/domain/1/device/vbd/51712"
+        }
+        fn read(&self, key: &str) -> Option<&[u8]> {
+            self.0.get(key).map(|v| v.as_bytes())
+        }
+    }
+
+    const TABLE: u64 = 0x10;
+    const MAILBOX: u64 = 0x20;
+    const RAM: MfnRange = MfnRange { first_mfn: 0x100, nr_frames: 0x100 };
+
+    fn page(mfn: u64) -> GuestAddress {
+        GuestAddress(mfn << 12)
+    }
+
+    /// A fresh ring of `frames` (granted as `grefs`) for the backend, like blkfront's setup.
+    fn ring(mem: &GuestMemoryMmap, frames: &[u64], grefs: &[u32]) -> Frontend {
+        let pages: Vec<GuestAddress> = frames.iter().map(|&f| page(f)).collect();
+        let fe = Frontend::new(mem, page(TABLE), &pages, 0);
+        for (&g, &f) in grefs.iter().zip(frames) {
+            fe.grant(mem, g, GTF_PERMIT_ACCESS, 0, f as u32);
+        }
+        fe
+    }
+
+    /// Waits for the backend's responses on `fe` (its thread answers on its own time).
+    fn responses(mem: &GuestMemoryMmap, fe: &mut Frontend, n: usize) -> Vec<xen_abi::io::blkif::BlkifResponse> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while got.len() < n && Instant::now() < deadline {
+            got.extend(fe.responses(mem));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        got
+    }
+
+    #[test]
+    fn two_queues_are_served_by_their_threads_and_a_closed_disk_reconnects_with_new_rings() {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x200 << 12)]).unwrap();
+        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+        let ports = Ports::new(&mem, MAILBOX << 12, &irq, None);
+        let ctx = BlockContext {
+            mem: &mem,
+            ports: &ports,
+            grants: Arc::new(Mutex::new(GrantTable::new(MfnRange { first_mfn: TABLE, nr_frames: 1 }, &[RAM]))),
+        };
+        let file = std::env::temp_dir().join(format!("xenvmm-vbd-test-{}.img", std::process::id()));
+        let content: Vec<u8> = (0..1u32 << 20).map(|i| (i / 512) as u8 ^ (i as u8)).collect();
+        std::fs::write(&file, &content).unwrap();
+        let disk = Disk::open(&DiskOptions::parse(file.to_str().unwrap()).unwrap()).unwrap();
+        let totals = Arc::new(Mutex::new(BlkStats::default()));
+        let nq = max_queues().min(2);
+        std::thread::scope(|s| {
+            let mut vbd = Vbd::new(s, &ctx, &disk, "xvda".into(), totals.clone());
+            let probe: BTreeMap<String, String> = vbd.probe_keys().into_iter().collect();
+            assert_eq!(probe["max-ring-page-order"], "4");
+            assert_eq!(probe["feature-max-indirect-segments"], "256");
+
+            // blkfront with `nq` queues of two-page rings: queue q at frames 0x100+2q.., grants
+            // 8+2q.., port 5+q.
+            let mut keys = BTreeMap::new();
+            keys.insert("ring-page-order".to_string(), "1".to_string());
+            keys.insert("protocol".to_string(), "x86_64-abi".to_string());
+            if nq > 1 {
+                keys.insert("multi-queue-num-queues".to_string(), nq.to_string());
+            }
+            let mut fes = Vec::new();
+            for q in 0..nq {
+                let prefix = if nq > 1 { format!("queue-{q}/") } else { String::new() };
+                let (f, g) = (0x100 + 2 * u64::from(q), 8 + 2 * q);
+                fes.push(ring(&mem, &[f, f + 1], &[g, g + 1]));
+                keys.insert(format!("{prefix}ring-ref0"), g.to_string());
+                keys.insert(format!("{prefix}ring-ref1"), (g + 1).to_string());
+                keys.insert(format!("{prefix}event-channel"), (5 + q).to_string());
+            }
+            let published: BTreeMap<String, String> = vbd.connect(&Keys(keys)).unwrap().into_iter().collect();
+            assert_eq!(published["sectors"], "2048");
+            assert_eq!(published["feature-flush-cache"], "1");
+
+            // Each queue reads a different 4 KiB into its own data page (frame 0x120+q, gref 40+q),
+            // woken the way the shim wakes it: its port's doorbell.
+            for (q, fe) in fes.iter_mut().enumerate() {
+                let (frame, gref) = (0x120 + q as u64, 40 + q as u32);
+                fe.grant(&mem, gref, GTF_PERMIT_ACCESS, 0, frame as u32);
+                fe.request(&mem, &rw_request(BLKIF_OP_READ, 7 + q as u64, 8 * q as u64, &[seg(gref, 0, 7)]));
+                ports.routed(5 + q as u32).expect("the port has a doorbell").write(1).unwrap();
+                let rsp = responses(&mem, fe, 1);
+                assert_eq!(rsp.len(), 1, "queue {q} answered");
+                assert_eq!((rsp[0].id, rsp[0].status), (7 + q as u64, BLKIF_RSP_OKAY as i16));
+                let mut data = vec![0u8; 4096];
+                mem.read_slice(&mut data, page(frame)).unwrap();
+                assert_eq!(data, content[4096 * q..4096 * (q + 1)], "queue {q} read the right sectors");
+                assert_eq!(fe.grant_flags(&mem, gref) & (GTF_READING | GTF_WRITING), 0, "grant released");
+            }
+            assert!(irq.read().is_ok(), "the guest was notified");
+
+            // The frontend closes: the threads stop, every grant (rings included) is released
+            // and the ports lose their doorbells.
+            vbd.disconnect();
+            for g in 8..8 + 2 * nq {
+                assert_eq!(fes[0].grant_flags(&mem, g) & (GTF_READING | GTF_WRITING), 0, "ring grant {g} released");
+            }
+            assert!(ports.routed(5).is_none());
+
+            // ... and connects again with one new single-page ring and a new port (as Linux
+            // does after a PV bootloader), which serves a write.
+            let mut fe = ring(&mem, &[0x110], &[30]);
+            let keys = Keys(BTreeMap::from([
+                ("ring-ref".to_string(), "30".to_string()),
+                ("event-channel".to_string(), "9".to_string()),
+            ]));
+            vbd.connect(&keys).unwrap();
+            mem.write_slice(&[0xab; 512], page(0x130)).unwrap();
+            fe.grant(&mem, 50, GTF_PERMIT_ACCESS, 0, 0x130);
+            fe.request(&mem, &rw_request(BLKIF_OP_WRITE, 99, 100, &[seg(50, 0, 0)]));
+            ports.routed(9).expect("the new port has a doorbell").write(1).unwrap();
+            let rsp = responses(&mem, &mut fe, 1);
+            assert_eq!((rsp.len(), rsp[0].status), (1, BLKIF_RSP_OKAY as i16));
+            vbd.disconnect();
+        });
+        let on_disk = std::fs::read(&file).unwrap();
+        assert_eq!(&on_disk[100 * 512..101 * 512], &[0xab; 512][..], "the write reached the image");
+        let t = *totals.lock().unwrap();
+        assert_eq!((t.rd_req, t.wr_req, t.err_rsp), (u64::from(nq), 1, 0));
+        drop(disk);
+        let _ = std::fs::remove_file(&file);
+    }
 
     #[test]
     fn disks_are_named_as_linux_names_them() {

@@ -241,7 +241,7 @@ impl<'a> Ports<'a> {
     }
 
     /// Where `port`'s notifications go, if another thread serves it.
-    fn routed(&self, port: u32) -> Option<Arc<EventFd>> {
+    pub(crate) fn routed(&self, port: u32) -> Option<Arc<EventFd>> {
         self.routes.lock().unwrap_or_else(|e| e.into_inner()).get(&port).cloned()
     }
 }
