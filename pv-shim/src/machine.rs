@@ -39,6 +39,9 @@ pub trait Machine {
     /// Arms the local APIC one-shot timer to fire after `ticks` timer ticks
     /// (`BootInfo::lapic_timer_hz`), or disarms it with `None`.
     fn arm_timer(&mut self, ticks: Option<u32>);
+    /// Whether the timer armed last is still counting down (it has neither fired nor been
+    /// stopped).
+    fn timer_running(&self) -> bool;
     /// Sleeps (`sti; hlt; cli`) until the next hardware interrupt; returns after it was taken.
     /// An interrupt that arrived since the last call returns at once.
     fn wait_for_interrupt(&mut self);

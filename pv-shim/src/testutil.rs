@@ -19,6 +19,8 @@ pub struct MockMachine {
     /// TSC ticks per timer tick when `wait_for_interrupt` fast-forwards.
     pub tsc_per_timer_tick: u64,
     pub timer: Option<u32>,
+    /// How often the timer was armed or stopped (each a VM exit on real hardware).
+    pub timer_arms: u32,
     /// How often the guest slept in `wait_for_interrupt`.
     pub waits: u32,
     /// `(n, port)`: the "VMM" raises guest `port` during the `n`-th `wait_for_interrupt`.
@@ -58,6 +60,7 @@ impl MockMachine {
             tsc: 1_000_000,
             tsc_per_timer_tick: 1,
             timer: None,
+            timer_arms: 0,
             waits: 0,
             host_events_at_wait: Vec::new(),
             msrs: Default::default(),
@@ -155,6 +158,11 @@ impl Machine for MockMachine {
 
     fn arm_timer(&mut self, ticks: Option<u32>) {
         self.timer = ticks;
+        self.timer_arms += 1;
+    }
+
+    fn timer_running(&self) -> bool {
+        self.timer.is_some()
     }
 
     fn wait_for_interrupt(&mut self) {

@@ -161,6 +161,8 @@ pub struct VcpuTime {
     pub poll_deadline: Option<u64>,
     /// In `SCHEDOP_block`/`SCHEDOP_poll`, asleep.
     pub blocked: bool,
+    /// The deadline the LAPIC timer was last programmed for (`None`: stopped).
+    pub armed: Option<u64>,
     /// Xen's `v->runstate`.
     pub runstate: VcpuRunstateInfo,
     /// Guest virtual address of the runstate area.
@@ -177,6 +179,7 @@ impl Default for VcpuTime {
             periodic_last: 0,
             poll_deadline: None,
             blocked: false,
+            armed: None,
             runstate: VcpuRunstateInfo { state: RUNSTATE_RUNNING, ..Default::default() },
             runstate_area: None,
             time_area: None,
@@ -363,12 +366,21 @@ impl<M: Machine> Shim<M> {
 
     /// Programs the LAPIC one-shot timer for the next deadline (at most its 32-bit range away:
     /// an early interrupt just re-arms).
+    ///
+    /// The guest moves its timer several times per idle period, often to where it already is
+    /// (Linux re-programs the same tick on every idle entry and exit), and every LAPIC write is
+    /// a VM exit: a deadline that is already counting down is left alone.
     pub fn rearm_timer(&mut self) {
-        let ticks = self.next_deadline().map(|d| {
+        let next = self.next_deadline();
+        if next == self.vcpu.time.armed && (next.is_none() || self.m.timer_running()) {
+            return;
+        }
+        let ticks = next.map(|d| {
             let ns = d.saturating_sub(self.now_ns());
             self.time.ns_to_lapic_ticks(ns).clamp(1, u64::from(u32::MAX)) as u32
         });
         self.m.arm_timer(ticks);
+        self.vcpu.time.armed = next;
     }
 
     // ---- Runstate ----

@@ -456,7 +456,11 @@ mod tests {
     }
 
     /// Waits for the backend's responses on `fe` (its thread answers on its own time).
-    fn responses(mem: &GuestMemoryMmap, fe: &mut Frontend, n: usize) -> Vec<xen_abi::io::blkif::BlkifResponse> {
+    fn responses(
+        mem: &GuestMemoryMmap,
+        fe: &mut Frontend,
+        n: usize,
+    ) -> Vec<xen_abi::io::blkif::BlkifResponse> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut got = Vec::new();
         while got.len() < n && Instant::now() < deadline {
@@ -474,7 +478,10 @@ mod tests {
         let ctx = BlockContext {
             mem: &mem,
             ports: &ports,
-            grants: Arc::new(Mutex::new(GrantTable::new(MfnRange { first_mfn: TABLE, nr_frames: 1 }, &[RAM]))),
+            grants: Arc::new(Mutex::new(GrantTable::new(
+                MfnRange { first_mfn: TABLE, nr_frames: 1 },
+                &[RAM],
+            ))),
         };
         let file = std::env::temp_dir().join(format!("xenvmm-vbd-test-{}.img", std::process::id()));
         let content: Vec<u8> = (0..1u32 << 20).map(|i| (i / 512) as u8 ^ (i as u8)).collect();
@@ -530,7 +537,11 @@ mod tests {
             // and the ports lose their doorbells.
             vbd.disconnect();
             for g in 8..8 + 2 * nq {
-                assert_eq!(fes[0].grant_flags(&mem, g) & (GTF_READING | GTF_WRITING), 0, "ring grant {g} released");
+                assert_eq!(
+                    fes[0].grant_flags(&mem, g) & (GTF_READING | GTF_WRITING),
+                    0,
+                    "ring grant {g} released"
+                );
             }
             assert!(ports.routed(5).is_none());
 

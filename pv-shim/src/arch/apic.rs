@@ -22,8 +22,9 @@ fn write(reg: u64, v: u32) {
     unsafe { ((LAPIC_VIRT + reg) as *mut u32).write_volatile(v) }
 }
 
-/// Whether the last write to the initial-count register was 0, i.e. the timer is stopped for
-/// sure. One vCPU, and only the shim's own (non-reentrant) code arms the timer.
+/// Whether the timer is stopped for sure: the last write to the initial-count register was 0,
+/// or the timer fired since it was armed. One vCPU; the shim arms the timer with interrupts
+/// off, and the timer interrupt's acknowledgement sets this.
 static STOPPED: AtomicBool = AtomicBool::new(true);
 
 /// Software-enables the LAPIC with our spurious vector and a stopped one-shot timer.
@@ -56,8 +57,17 @@ pub fn arm(ticks: Option<u32>) {
     }
 }
 
+/// Whether the one-shot timer armed last is still counting down.
+pub fn running() -> bool {
+    !STOPPED.load(Ordering::Relaxed)
+}
+
 /// Acknowledges the interrupt being serviced.
 pub fn eoi(vector: u64) {
+    if vector == u64::from(VECTOR_TIMER) {
+        // A one-shot timer that fired has stopped.
+        STOPPED.store(true, Ordering::Relaxed);
+    }
     if vector != u64::from(VECTOR_SPURIOUS) {
         write(REG_EOI, 0);
     }

@@ -196,6 +196,10 @@ impl Machine for ArchMachine {
         apic::arm(ticks);
     }
 
+    fn timer_running(&self) -> bool {
+        apic::running()
+    }
+
     fn wait_for_interrupt(&mut self) {
         let before = RING0_IRQS.load(Ordering::Relaxed);
         // SAFETY: interrupts are taken on the shim stack by `trap_common`, which only

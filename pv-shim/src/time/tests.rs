@@ -221,3 +221,31 @@ fn lapic_ticks_round_up() {
         "1 GHz when unknown"
     );
 }
+
+#[test]
+fn a_deadline_already_counting_down_is_not_programmed_again() {
+    let mut s = shim();
+    let _p = timer_port(&mut s);
+    s.set_periodic(0);
+    let d = s.now_ns() + 1_000_000;
+    s.set_singleshot(d);
+    let arms = s.m.timer_arms;
+    // Linux moves its timer to the same tick again on idle entry and exit.
+    s.set_singleshot(d);
+    s.set_singleshot(d);
+    assert_eq!(s.m.timer_arms, arms, "the LAPIC was left alone");
+    // Once the timer fired (early: the deadline is not reached yet), the same deadline is
+    // programmed again, or nothing would ever wake the guest for it.
+    s.m.timer = None;
+    s.set_singleshot(d);
+    assert_eq!(s.m.timer_arms, arms + 1);
+    assert!(s.m.timer.is_some());
+    // A new deadline is programmed.
+    s.set_singleshot(d + 1);
+    assert_eq!(s.m.timer_arms, arms + 2);
+    // Stopping twice stops once.
+    s.stop_singleshot();
+    s.stop_singleshot();
+    assert_eq!(s.m.timer_arms, arms + 3);
+    assert_eq!(s.m.timer, None);
+}
