@@ -525,7 +525,7 @@ mod tests {
                 ports.routed(5 + q as u32).expect("the port has a doorbell").write(1).unwrap();
                 let rsp = responses(&mem, fe, 1);
                 assert_eq!(rsp.len(), 1, "queue {q} answered");
-                assert_eq!((rsp[0].id, rsp[0].status), (7 + q as u64, BLKIF_RSP_OKAY as i16));
+                assert_eq!((rsp[0].id, rsp[0].status), (7 + q as u64, BLKIF_RSP_OKAY));
                 let mut data = vec![0u8; 4096];
                 mem.read_slice(&mut data, page(frame)).unwrap();
                 assert_eq!(data, content[4096 * q..4096 * (q + 1)], "queue {q} read the right sectors");
@@ -558,7 +558,7 @@ mod tests {
             fe.request(&mem, &rw_request(BLKIF_OP_WRITE, 99, 100, &[seg(50, 0, 0)]));
             ports.routed(9).expect("the new port has a doorbell").write(1).unwrap();
             let rsp = responses(&mem, &mut fe, 1);
-            assert_eq!((rsp.len(), rsp[0].status), (1, BLKIF_RSP_OKAY as i16));
+            assert_eq!((rsp.len(), rsp[0].status), (1, BLKIF_RSP_OKAY));
             vbd.disconnect();
         });
         let on_disk = std::fs::read(&file).unwrap();
