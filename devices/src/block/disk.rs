@@ -374,7 +374,9 @@ impl Disk {
         match &self.image {
             Image::Raw(raw) => engine::raw_engine(raw, mem, kind)
                 .map_err(|source| DiskError::Engine { path: self.path.clone(), source }),
-            Image::Qcow2(q) => Ok(Box::new(engine::qcow2::Qcow2Engine::new(Arc::clone(q), mem))),
+            Image::Qcow2(q) => {
+                Ok(Box::new(engine::Inline::new(engine::qcow2::Qcow2Engine::new(Arc::clone(q), mem))))
+            }
         }
     }
 

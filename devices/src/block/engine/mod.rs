@@ -130,7 +130,7 @@ pub(crate) fn raw_engine(
     kind: EngineKind,
 ) -> io::Result<Box<dyn BlockIo>> {
     if kind == EngineKind::Sync {
-        return Ok(Box::new(sync::SyncEngine::new(Arc::clone(image), mem)));
+        return Ok(Box::new(Inline::new(sync::SyncEngine::new(Arc::clone(image), mem))));
     }
     #[cfg(test)]
     let uring = if tests::URING_REFUSED.get() {
@@ -146,7 +146,7 @@ pub(crate) fn raw_engine(
             if !image.uring_fallback_logged.swap(true, Ordering::Relaxed) {
                 log::warn!("{}: io_uring is unavailable ({e}); using synchronous I/O", image.path.display());
             }
-            Ok(Box::new(sync::SyncEngine::new(Arc::clone(image), mem)))
+            Ok(Box::new(Inline::new(sync::SyncEngine::new(Arc::clone(image), mem))))
         }
         Err(e) => Err(e),
     }
@@ -312,3 +312,51 @@ fn discard_result(result: io::Result<()>) -> Result<(), IoError> {
 
 /// `fallocate` mode of a discard: free the blocks, keep the size.
 const PUNCH_HOLE: i32 = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+
+/// An engine whose operations run one after another, on the ring's thread, inside `submit`:
+/// the synchronous raw engine and qcow2 through imago's synchronous API.
+pub(crate) trait RunOp: Send {
+    fn run(&self, op: IoOp) -> Result<(), IoError>;
+}
+
+/// [`BlockIo`] for a [`RunOp`]: operations are queued, run in queue order at `submit`, and
+/// their results handed out by the next `completions`.
+pub(crate) struct Inline<R: RunOp> {
+    ops: R,
+    queued: Vec<(u64, IoOp)>,
+    done: Vec<(u64, Result<(), IoError>)>,
+}
+
+impl<R: RunOp> Inline<R> {
+    pub(crate) fn new(ops: R) -> Inline<R> {
+        Inline { ops, queued: Vec::new(), done: Vec::new() }
+    }
+}
+
+impl<R: RunOp> BlockIo for Inline<R> {
+    fn queue(&mut self, token: u64, op: IoOp) {
+        self.queued.push((token, op));
+    }
+
+    fn submit(&mut self) -> Result<(), IoError> {
+        let mut queued = std::mem::take(&mut self.queued);
+        for (token, op) in queued.drain(..) {
+            let result = self.ops.run(op);
+            self.done.push((token, result));
+        }
+        self.queued = queued;
+        Ok(())
+    }
+
+    fn completions(&mut self, out: &mut Vec<(u64, Result<(), IoError>)>) {
+        out.append(&mut self.done);
+    }
+
+    fn completion_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+
+    fn in_flight(&self) -> usize {
+        self.queued.len() + self.done.len()
+    }
+}

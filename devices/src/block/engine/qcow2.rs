@@ -28,11 +28,10 @@
 //! - **Backing files** are opened read-only and never written, so they need no flush.
 
 use super::{FlushHealth, PathBuf};
-use crate::block::{BlockIo, IoBuf, IoError, IoOp};
+use crate::block::{IoBuf, IoError, IoOp};
 use imago::io_buffers::{IoVector, IoVectorMut};
 use imago::FormatAccess;
 use std::io;
-use std::os::fd::RawFd;
 use std::sync::Arc;
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
 
@@ -62,8 +61,6 @@ impl Qcow2Image {
 pub(crate) struct Qcow2Engine {
     image: Arc<Qcow2Image>,
     mem: Arc<GuestMemoryMmap>,
-    queued: Vec<(u64, IoOp)>,
-    done: Vec<(u64, Result<(), IoError>)>,
 }
 
 /// One buffer of an operation, resolved: guest memory or a host buffer.
@@ -85,10 +82,10 @@ fn resolve(mem: &GuestMemoryMmap, bufs: Vec<IoBuf>) -> Result<Vec<Piece<'_>>, Io
 
 impl Qcow2Engine {
     pub(crate) fn new(image: Arc<Qcow2Image>, mem: Arc<GuestMemoryMmap>) -> Self {
-        Qcow2Engine { image, mem, queued: Vec::new(), done: Vec::new() }
+        Qcow2Engine { image, mem }
     }
 
-    fn run(&self, op: IoOp) -> Result<(), IoError> {
+    pub(crate) fn run_op(&self, op: IoOp) -> Result<(), IoError> {
         let image = &*self.image;
         match op {
             IoOp::Read { offset, bufs } => {
@@ -152,30 +149,8 @@ impl Qcow2Image {
     }
 }
 
-impl BlockIo for Qcow2Engine {
-    fn queue(&mut self, token: u64, op: IoOp) {
-        self.queued.push((token, op));
-    }
-
-    fn submit(&mut self) -> Result<(), IoError> {
-        let mut queued = std::mem::take(&mut self.queued);
-        for (token, op) in queued.drain(..) {
-            let result = self.run(op);
-            self.done.push((token, result));
-        }
-        self.queued = queued;
-        Ok(())
-    }
-
-    fn completions(&mut self, out: &mut Vec<(u64, Result<(), IoError>)>) {
-        out.append(&mut self.done);
-    }
-
-    fn completion_fd(&self) -> Option<RawFd> {
-        None
-    }
-
-    fn in_flight(&self) -> usize {
-        self.queued.len() + self.done.len()
+impl super::RunOp for Qcow2Engine {
+    fn run(&self, op: IoOp) -> Result<(), IoError> {
+        self.run_op(op)
     }
 }

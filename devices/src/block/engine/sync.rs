@@ -7,25 +7,22 @@
 
 use super::sys;
 use super::{discard_result, no_progress, RawImage, Step, Transfer};
-use crate::block::{BlockIo, IoError, IoOp};
+use crate::block::{IoError, IoOp};
 use rustix::fs::FallocateFlags;
-use std::os::fd::RawFd;
 use std::sync::Arc;
 use vm_memory::GuestMemoryMmap;
 
 pub(super) struct SyncEngine {
     image: Arc<RawImage>,
     mem: Arc<GuestMemoryMmap>,
-    queued: Vec<(u64, IoOp)>,
-    done: Vec<(u64, Result<(), IoError>)>,
 }
 
 impl SyncEngine {
     pub(super) fn new(image: Arc<RawImage>, mem: Arc<GuestMemoryMmap>) -> Self {
-        SyncEngine { image, mem, queued: Vec::new(), done: Vec::new() }
+        SyncEngine { image, mem }
     }
 
-    fn run(&self, op: IoOp) -> Result<(), IoError> {
+    pub(crate) fn run_op(&self, op: IoOp) -> Result<(), IoError> {
         let file = &*self.image.file;
         match self.image.plan(&self.mem, op) {
             Step::Done(result) => result,
@@ -66,30 +63,8 @@ fn write_all(file: &std::fs::File, t: &mut Transfer) -> Result<(), IoError> {
     }
 }
 
-impl BlockIo for SyncEngine {
-    fn queue(&mut self, token: u64, op: IoOp) {
-        self.queued.push((token, op));
-    }
-
-    fn submit(&mut self) -> Result<(), IoError> {
-        let mut queued = std::mem::take(&mut self.queued);
-        for (token, op) in queued.drain(..) {
-            let result = self.run(op);
-            self.done.push((token, result));
-        }
-        self.queued = queued;
-        Ok(())
-    }
-
-    fn completions(&mut self, out: &mut Vec<(u64, Result<(), IoError>)>) {
-        out.append(&mut self.done);
-    }
-
-    fn completion_fd(&self) -> Option<RawFd> {
-        None
-    }
-
-    fn in_flight(&self) -> usize {
-        self.queued.len() + self.done.len()
+impl super::RunOp for SyncEngine {
+    fn run(&self, op: IoOp) -> Result<(), IoError> {
+        self.run_op(op)
     }
 }
