@@ -1,4 +1,7 @@
 use super::*;
+use crate::block::testutil::{
+    discard_request as discard, indirect_request as indirect, rw_request as direct, seg,
+};
 use std::collections::BTreeMap;
 use zerocopy::IntoBytes;
 
@@ -6,52 +9,6 @@ const DISK: u64 = 1 << 20; // sectors (512 MiB)
 
 fn limits() -> Limits {
     Limits { sectors: DISK, readonly: false, discard: true, max_indirect_segments: 256 }
-}
-
-fn seg(gref: u32, first: u8, last: u8) -> BlkifRequestSegment {
-    BlkifRequestSegment { gref, first_sect: first, last_sect: last, _pad0: 0 }
-}
-
-fn entry(bytes: &[u8]) -> [u8; BLKIF_RING_ENTRY_SIZE] {
-    let mut raw = [0u8; BLKIF_RING_ENTRY_SIZE];
-    raw[..bytes.len()].copy_from_slice(bytes);
-    raw
-}
-
-fn direct(op: u8, id: u64, sector: u64, segs: &[BlkifRequestSegment]) -> [u8; BLKIF_RING_ENTRY_SIZE] {
-    let mut r = BlkifRequest {
-        operation: op,
-        nr_segments: segs.len() as u8,
-        id,
-        sector_number: sector,
-        ..Default::default()
-    };
-    r.seg[..segs.len().min(11)].copy_from_slice(&segs[..segs.len().min(11)]);
-    entry(r.as_bytes())
-}
-
-fn indirect(op: u8, id: u64, sector: u64, nr: u16, grefs: &[u32]) -> [u8; BLKIF_RING_ENTRY_SIZE] {
-    let mut r = BlkifRequestIndirect {
-        operation: BLKIF_OP_INDIRECT,
-        indirect_op: op,
-        nr_segments: nr,
-        id,
-        sector_number: sector,
-        ..Default::default()
-    };
-    r.indirect_grefs[..grefs.len()].copy_from_slice(grefs);
-    entry(r.as_bytes())
-}
-
-fn discard(id: u64, sector: u64, nr: u64) -> [u8; BLKIF_RING_ENTRY_SIZE] {
-    let r = BlkifRequestDiscard {
-        operation: BLKIF_OP_DISCARD,
-        id,
-        sector_number: sector,
-        nr_sectors: nr,
-        ..Default::default()
-    };
-    entry(r.as_bytes())
 }
 
 /// Indirect pages by gref; records the reads.
